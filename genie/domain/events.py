@@ -62,6 +62,7 @@ class AddRequested:
     netns: str
     runtime_cni_version: str
     delegates: tuple[PlannedDelegate, ...]
+    ifname: str = ""  # the runtime's CNI_IFNAME: with the container ID, the attachment's key
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

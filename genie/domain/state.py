@@ -71,6 +71,7 @@ class Attachment:
     initiator: str = ""
     annotation_pending: bool = False
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ifname: str = ""
 
     def holding(self) -> tuple[DelegateState, ...]:
         """Delegates that may still hold resources and must be DEL'd before the stream ends."""
@@ -129,6 +130,7 @@ def evolve(att: Attachment | None, rec: ev.Recorded) -> Attachment | None:
             version=rec.version,
             requested_at=rec.recorded_at,
             updated_at=rec.recorded_at,
+            ifname=event.ifname,
         )
     match event:
         case ev.AddRequested():
