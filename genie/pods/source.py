@@ -34,3 +34,13 @@ class PodSource(Protocol):
     def ready(self) -> bool:
         """True once the source has listed at least once (static sources are always ready)."""
         ...
+
+
+class NoPodSource:
+    """No cluster and no pods dir: every pod gets the default network."""
+
+    async def get(self, *, namespace: str, name: str, uid: str = "") -> Pod:
+        raise PodNotFoundError(f"{namespace}/{name}: no pod source configured")
+
+    def ready(self) -> bool:
+        return True

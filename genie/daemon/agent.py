@@ -1,0 +1,169 @@
+"""Agent life cycle: start-up order, serving, and the SIGTERM drain.
+
+Order: event log (replay) -> networks, pods, delegates -> socket -> ready. On SIGTERM /readyz
+fails at once, new CNI requests get "try again later", in-flight ones finish (bounded by
+shutdown_grace), the log is closed and the agent exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from genie.cni import wire
+from genie.daemon import config as agent_config
+from genie.daemon import metrics as agent_metrics
+from genie.daemon import server
+from genie.networks import registry as net_registry
+from genie.pods import source as pod_source
+from genie.pods import static_dir
+from genie.services import context, delegates, dispatch, keyed_lock
+from genie.store import recorder
+
+log = logging.getLogger("genie.agent")
+
+
+class Agent:
+    """One node agent; `serve` runs it until SIGTERM/SIGINT (or `stop()`)."""
+
+    def __init__(self, config: agent_config.AgentConfig) -> None:
+        self.config = config
+        self.metrics = agent_metrics.AgentMetrics()
+        self._loaded = False
+        self._draining = False
+        self._stop = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(config.max_requests)
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self.services: context.Services | None = None
+
+    def ready(self) -> bool:
+        pods_ready = self.services.pods.ready() if self.services else False
+        return self._loaded and pods_ready and not self._draining
+
+    def draining(self) -> bool:
+        return self._draining
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> int:
+        cfg = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            store = await recorder.EventStore.open(cfg.db, snapshot_every=cfg.snapshot_every)
+            stack.push_async_callback(store.close)
+            self.metrics.watch_event_log(lambda: store.state.last_seq)
+            self.services = context.Services(
+                store=store,
+                networks=net_registry.NetworkRegistry(cfg.net_dir),
+                pods=self._pod_source(),
+                runner=delegates.DelegateRunner(
+                    cni_path=cfg.cni_path,
+                    timeout=cfg.delegate_timeout,
+                    max_concurrency=cfg.max_delegates,
+                ),
+                locks=keyed_lock.KeyedLock(),
+                default_network=cfg.default_network,
+                ready=self.ready,
+            )
+            self._loaded = True
+            log.info(
+                "event log %s loaded: %d live attachments, last seq %d",
+                cfg.db,
+                len(store.state.attachments),
+                store.state.last_seq,
+            )
+            await stack.enter_async_context(self._socket_site())
+            if cfg.metrics_addr:
+                await stack.enter_async_context(self._metrics_site(cfg.metrics_addr))
+            log.info("serving CNI on %s", cfg.socket)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals)
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+            await self._drain()
+        log.info("stopped")
+        return 0
+
+    def _pod_source(self) -> pod_source.PodSource:
+        if self.config.pods_dir is not None:
+            return static_dir.StaticPodsDir(self.config.pods_dir)
+        return pod_source.NoPodSource()
+
+    async def _handle(self, req: wire.CniRequest) -> dict[str, Any] | None:
+        assert self.services is not None
+        self._in_flight += 1
+        self._idle = anyio.Event() if self._in_flight == 1 else self._idle
+        try:
+            async with self._limiter:
+                return await dispatch.handle(self.services, req, metrics=self.metrics)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: draining", signal.Signals(signum).name)
+                self._draining = True
+                self._stop.set()
+                return
+
+    async def _drain(self) -> None:
+        self._draining = True
+        with anyio.move_on_after(self.config.shutdown_grace) as scope:
+            await self._idle.wait()
+        if scope.cancelled_caught:
+            log.warning(
+                "%d operations still running after %.0fs; recovery will finish them",
+                self._in_flight,
+                self.config.shutdown_grace,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _socket_site(self) -> AsyncIterator[None]:
+        path = self.config.socket
+        server.prepare_socket_dir(path)
+        app = server.build_app(handle=self._handle, ready=self.ready, draining=self.draining)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        old_umask = os.umask(0o177)
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        finally:
+            os.umask(old_umask)
+        path.chmod(0o600)
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+            path.unlink(missing_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def _metrics_site(self, addr: str) -> AsyncIterator[None]:
+        host, _, port = addr.rpartition(":")
+        app = web.Application()
+
+        async def metrics(_request: web.Request) -> web.Response:
+            return web.Response(
+                body=self.metrics.exposition(), content_type="text/plain", charset="utf-8"
+            )
+
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        log.info("metrics on http://%s/metrics", addr)
+        try:
+            yield
+        finally:
+            await runner.cleanup()

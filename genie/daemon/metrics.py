@@ -1,0 +1,69 @@
+"""Prometheus metrics of one agent: requests, latencies, delegate failures, events appended.
+
+Labels are bounded (CNI command, outcome, network name from the operator's net dir); nothing
+from a pod (names, annotations, addresses) becomes a label, so metrics expose no pod data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import prometheus_client as prom
+from prometheus_client import core as prom_core
+from prometheus_client import registry as prom_registry
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        self.requests = prom.Counter(
+            "genie_cni_requests",
+            "CNI requests handled, by command and outcome (ok, or the CNI error code).",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = prom.Histogram(
+            "genie_cni_request_seconds",
+            "Time from request to reply, by CNI command.",
+            ["command"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.delegate_failures = prom.Counter(
+            "genie_delegate_failures",
+            "Delegate plugin invocations that failed, by network and CNI command.",
+            ["network", "command"],
+            registry=self.registry,
+        )
+        self.attachments = prom.Gauge(
+            "genie_attachments",
+            "Sandboxes with recorded attachments on this node.",
+            registry=self.registry,
+        )
+        self.in_flight = prom.Gauge(
+            "genie_cni_in_flight",
+            "CNI operations in progress.",
+            registry=self.registry,
+        )
+
+    def watch_event_log(self, last_seq: Callable[[], int]) -> None:
+        """Export the log's global sequence as the count of events appended (read at scrape)."""
+        self.registry.register(_EventLogCollector(last_seq))
+
+    def exposition(self) -> bytes:
+        data: bytes = prom.generate_latest(self.registry)
+        return data
+
+
+class _EventLogCollector(prom_registry.Collector):
+    def __init__(self, last_seq: Callable[[], int]) -> None:
+        self._last_seq = last_seq
+
+    def collect(self) -> Iterator[prom_core.Metric]:
+        family = prom_core.CounterMetricFamily(
+            "genie_events_appended", "Events committed to the attachment log (global sequence)."
+        )
+        family.add_metric([], float(self._last_seq()))
+        yield family
