@@ -78,7 +78,7 @@ async def test_invalid_transition_writes_nothing_of_that_append(tmp_path: Path) 
     db = tmp_path / "events.db"
     async with await recorder.EventStore.open(db) as store:
         await store.append("a", [helpers.add_requested("a", 1)], expected_version=0)
-        bad = [ev.DelegateAdded(index=0, result={}), ev.DelCompleted()]  # 2nd: delegate held
+        bad: list[ev.Event] = [ev.DelegateAdded(index=0, result={}), ev.DelCompleted()]  # held
         good = store.append("b", [helpers.add_requested("b")], expected_version=0)
         outcome = await asyncio.gather(
             store.append("a", bad, expected_version=1), good, return_exceptions=True
