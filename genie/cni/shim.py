@@ -78,8 +78,19 @@ def exchange(path: str, request: bytes) -> bytes:
     """Send `request`, return the raw reply; OSError (with a reason) when the agent fails."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        sock.connect(path)
+        # A unix connect waits for room in the listen backlog only in blocking mode, and then
+        # for at most SO_SNDTIMEO (a struct timeval: two C longs); EAGAIN means it ran out.
+        seconds = int(CONNECT_TIMEOUT)
+        usec = int((CONNECT_TIMEOUT - seconds) * 1000000)
+        timeval = seconds.to_bytes(8, sys.byteorder) + usec.to_bytes(8, sys.byteorder)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, timeval)
+        except OSError:  # not a 64-bit timeval: fail fast instead of waiting
+            sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            raise TimeoutError(f"timed out after {CONNECT_TIMEOUT} s (backlog full)") from None
         sock.settimeout(READ_TIMEOUT)
         sock.sendall(request)
         chunks = []
@@ -149,9 +160,7 @@ def main() -> int:
     try:
         raw = exchange(path, head.encode("ascii") + body)
     except OSError as exc:
-        cause = exc.strerror or exc.__class__.__name__
-        if isinstance(exc, TimeoutError):
-            cause = "timed out"
+        cause = exc.strerror or str(exc) or exc.__class__.__name__
         msg = f"genie agent unreachable at {path}: {cause}"
         write_out(error_json(request_version(stdin), TRY_AGAIN_LATER, msg))
         return 1
