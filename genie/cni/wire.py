@@ -231,13 +231,31 @@ def decode_request(body: bytes) -> CniRequest:
     )
 
 
+def request_version(body: bytes) -> str:
+    """Best effort for error replies to a body that did not decode: its config's cniVersion
+    when that is readable and supported, else LATEST. Never raises."""
+    try:
+        _, stdin = _split_env(body[:MAX_BODY])
+        config = json.loads(stdin[:MAX_STDIN].decode("utf-8"))
+    except (errors.CniError, ValueError, RecursionError):
+        return versions.LATEST
+    version = config.get("cniVersion") if isinstance(config, dict) else None
+    return (
+        version if isinstance(version, str) and version in versions.SUPPORTED else versions.LATEST
+    )
+
+
 def encode_request(env: Mapping[str, str], stdin: bytes) -> bytes:
-    """The request body for `env` (every entry, in order) and `stdin`, as the shim builds it."""
+    """The request body for `env` (every entry, in order) and `stdin`, as the shim builds it.
+
+    Strings are encoded as os.environ does (UTF-8, surrogateescape); ValueError if an entry
+    cannot be framed (a name with '=' or NUL, a value with NUL, an unencodable surrogate).
+    """
     parts = []
     for name, value in env.items():
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise ValueError(f"environment entry {name!r} cannot be framed")
-        parts.append(f"{name}={value}".encode() + b"\0")
+        parts.append(f"{name}={value}".encode("utf-8", "surrogateescape") + b"\0")
     return b"".join(parts) + b"\0" + stdin
 
 

@@ -368,3 +368,14 @@ def test_arbitrary_env_bytes_never_crash(entries: list[tuple[bytes, bytes]], std
     prefix = [(b"CNI_COMMAND", b"ADD"), (b"CNI_CONTAINERID", b"c"), (b"CNI_IFNAME", b"e")]
     body = b"".join(k + b"=" + v + b"\0" for k, v in prefix + entries) + b"\0" + stdin
     _valid_or_cni_error(body)
+
+
+def test_request_version_best_effort() -> None:
+    assert (
+        wire.request_version(body_for(env_for(CNI_IFNAME="a:b"), CONF | {"cniVersion": "0.4.0"}))
+        == "0.4.0"
+    )
+    assert wire.request_version(body_for(conf={"cniVersion": "0.2.0"})) == versions.LATEST
+    assert wire.request_version(b"garbage") == versions.LATEST
+    assert wire.request_version(b"CNI_X=1\0\0[1]") == versions.LATEST
+    assert wire.request_version(b"\0\0" + b"[" * 100000) == versions.LATEST
