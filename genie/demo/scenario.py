@@ -73,6 +73,11 @@ def workspace() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _delete_all(names: list[str]) -> None:
+    for name in reversed(names):
+        netns.delete(name)
+
+
 def run() -> int:  # a linear script reads best in one piece
     if not DEBIAN_CNI.joinpath("bridge").exists():
         say(
@@ -82,7 +87,7 @@ def run() -> int:  # a linear script reads best in one piece
         return 2
     names: list[str] = []
     with workspace() as root, contextlib.ExitStack() as cleanup:
-        cleanup.callback(lambda: [netns.delete(n) for n in names])
+        cleanup.callback(_delete_all, names)
         node = netns.unique_name("genie-demo-node")
         names.append(node)
         node_path = netns.create(node)
@@ -174,8 +179,6 @@ def run() -> int:  # a linear script reads best in one piece
                 ok &= reached
                 say(f"  worker {ifname} {cidr:<16} {'reachable' if reached else 'UNREACHABLE'}")
 
-        say("\ngenie events (the audit log):")
-        subprocess.run([*genie, "events", "--db", str(db)], check=False)
         for pod, sandbox in sandboxes.items():
             for attempt in ("DEL", "DEL again"):
                 reply = runtime.invoke(
@@ -190,6 +193,8 @@ def run() -> int:  # a linear script reads best in one piece
                     f"{reply.elapsed * 1000:6.1f} ms {reply.stdout.strip()}"
                 )
                 ok &= reply.exit_code == 0
+        say("\ngenie events (the audit log: every attach and detach):")
+        subprocess.run([*genie, "events", "--db", str(db)], check=False)
         say("\ngenie state after DEL:")
         subprocess.run([*genie, "state", "--db", str(db)], check=False)
         leftovers = [p for p in ipam_dir.rglob("*") if p.is_file() and p.name[0].isdigit()]
