@@ -10,6 +10,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def node(tmp_path: Path) -> Iterator[e2e_node.Node]:
         yield n
 
 
-def _ok(reply: runtime.PluginReply) -> dict[str, object]:
+def _ok(reply: runtime.PluginReply) -> dict[str, Any]:
     assert reply.exit_code == 0, f"{reply.stdout} {reply.stderr}"
     result = reply.json()
     assert isinstance(result, dict)
@@ -51,10 +52,7 @@ def test_one_interface_and_address_per_network(node: e2e_node.Node, networks: li
     seen = truth.addresses(pod.netns)
     assert sorted(seen) == expected_ifs
     # the runtime got every address, in request order, with correct interface indices
-    got = [
-        (result["interfaces"][ip["interface"]]["name"], ip["address"])  # type: ignore[index]
-        for ip in result["ips"]
-    ]  # type: ignore[union-attr]
+    got = [(result["interfaces"][ip["interface"]]["name"], ip["address"]) for ip in result["ips"]]
     assert [ifname for ifname, _ in got] == expected_ifs
     for ifname, cidr in got:
         assert seen[ifname] == [cidr]
@@ -85,7 +83,7 @@ def test_multus_syntax_default_network_first(node: e2e_node.Node) -> None:
     assert seen["eth0"][0].startswith("10.231.")  # the configured default network
     assert seen["net1"][0].startswith("10.232.")
     assert seen["data"][0].startswith("10.233.")
-    assert [i["name"] for i in result["interfaces"] if i.get("sandbox")] == [  # type: ignore[union-attr]
+    assert [i["name"] for i in result["interfaces"] if i.get("sandbox")] == [
         "eth0",
         "net1",
         "data",
