@@ -6,13 +6,19 @@ ones it touches.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
 import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_name(prefix: str) -> str:
@@ -59,3 +65,32 @@ def ping(name: str, address: str, *, source_if: str | None = None) -> bool:
     if source_if:
         cmd += ["-I", source_if]
     return subprocess.run([*cmd, address], check=False, capture_output=True).returncode == 0
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def enter(name: str) -> Iterator[None]:
+    """Move the *current thread* into netns `name`, and back on exit.
+
+    Processes the thread starts (CNI plugins spawned by an async test on the event-loop
+    thread) run in that namespace: the bridge plugin makes its bridge in the namespace it
+    runs in, so tests run delegates "on a node" by entering the node netns first.
+    """
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(str(NETNS_DIR / name), os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(saved)
+    finally:
+        os.close(saved)

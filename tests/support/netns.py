@@ -11,9 +11,7 @@ thread), and a thread-local setns leaves the caller's namespace untouched.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
-import os
 import secrets
 import subprocess
 import threading
@@ -23,10 +21,10 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 
+from genie.demo import netns as demo_netns
+
 NETNS_RUN_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
 _T = TypeVar("_T")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_name(prefix: str = "genie-t") -> str:
@@ -74,33 +72,7 @@ def temporary_netns(prefix: str = "genie-t") -> Iterator[str]:
         delete_netns(name)
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Move the *current thread* into netns `name`, and back on exit.
-
-    Processes the thread starts (CNI plugins spawned by an async test on the event-loop
-    thread) run in that namespace: the bridge plugin makes its bridge in the namespace it
-    runs in, so tests run delegates "on a node" by entering the node netns first.
-    """
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(netns_path(name), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(saved)
-    finally:
-        os.close(saved)
+in_netns = demo_netns.enter  # one implementation, shared with the demo and bench
 
 
 def run_in_netns(name: str, fn: Callable[..., _T], *args: Any) -> _T:
