@@ -19,7 +19,7 @@ from genie.domain import events as ev
 from genie.domain import state as st
 from genie.store import errors, migrations, sqlite
 
-CHUNK: Final = 4096  # rows per query: few thread hops, a few MiB at most in memory
+CHUNK: Final = 8192  # rows per query: few thread hops, some 10 MiB at most in memory
 _COLUMNS: Final = "seq, stream, version, kind, recorded_at, payload"
 _MAX_PARAMS: Final = 500  # host parameters per IN (...) list
 _STREAM_END: Final = "\U0010ffff"
@@ -121,9 +121,8 @@ class EventLog:
         last = after_seq
         while True:
             rows = await self._fetch(sql, [last, *extra, chunk])
-            if not rows:
-                return
-            yield decode_rows(self.path, rows)
+            if rows:
+                yield decode_rows(self.path, rows)
             if len(rows) < chunk:
                 return
             last = rows[-1][0]
