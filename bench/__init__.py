@@ -1,0 +1,1 @@
+"""genie's benchmarks: `bench/run` runs them; each module in bench.__main__.REGISTRY joins."""
