@@ -21,7 +21,7 @@ from genie.store import errors, migrations, sqlite
 
 CHUNK: Final = 8192  # rows per query: few thread hops, some 10 MiB at most in memory
 _COLUMNS: Final = "seq, stream, version, kind, recorded_at, payload"
-_MAX_PARAMS: Final = 500  # host parameters per IN (...) list
+MAX_PARAMS: Final = 500  # host parameters per IN (...) list
 _STREAM_END: Final = "\U0010ffff"
 
 
@@ -152,8 +152,8 @@ class EventLog:
         """The last version of each stream (0 for one never seen), in few queries."""
         heads = dict.fromkeys(streams, 0)
         names = list(heads)
-        for start in range(0, len(names), _MAX_PARAMS):
-            part = names[start : start + _MAX_PARAMS]
+        for start in range(0, len(names), MAX_PARAMS):
+            part = names[start : start + MAX_PARAMS]
             marks = ",".join("?" * len(part))
             sql = (
                 f"SELECT stream, max(version) FROM events WHERE stream IN ({marks})"  # noqa: S608

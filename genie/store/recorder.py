@@ -9,14 +9,16 @@ throughput grows with concurrency while each caller still gets its own durable a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self, TypeVar
 
-import aiosqlite
 import anyio.to_thread
 import msgspec
 
@@ -35,6 +37,7 @@ _INSERT_SNAPSHOT: Final = (
 )
 
 Row = tuple[int, str, int, str, float, str]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(slots=True)
@@ -64,14 +67,15 @@ class EventStore:
         self,
         *,
         path: Path,
-        writer: aiosqlite.Connection,
+        writer: sqlite3.Connection,
+        executor: concurrent.futures.ThreadPoolExecutor,
         log: reader.EventLog,
         loaded: replay.Loaded,
         snapshot_every: int,
     ) -> None:
         self.path = path
-        self._writer = writer
-        self._writer_log = reader.EventLog(writer, path)  # head look-ups inside the writer
+        self._writer = writer  # used only in `executor`'s one thread
+        self._executor = executor
         self._log = log
         self._live: dict[str, st.Attachment] = dict(loaded.state.attachments)
         self._last_seq = loaded.state.last_seq
@@ -92,17 +96,27 @@ class EventStore:
         if migrate:
             await anyio.to_thread.run_sync(migrations.migrate, path)
         log = await reader.EventLog.open(path)  # checks the schema before the writer opens
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="genie-store")
+        loop = asyncio.get_running_loop()
         try:
-            writer = await sqlite.connect(path, readonly=False)
+            writer = await loop.run_in_executor(executor, _connect_writer, path)
             try:
                 loaded = await replay.load(log)
             except BaseException:
-                await writer.close()
+                await loop.run_in_executor(executor, writer.close)
                 raise
         except BaseException:
+            executor.shutdown(wait=False)
             await log.close()
             raise
-        return cls(path=path, writer=writer, log=log, loaded=loaded, snapshot_every=snapshot_every)
+        return cls(
+            path=path,
+            writer=writer,
+            executor=executor,
+            log=log,
+            loaded=loaded,
+            snapshot_every=snapshot_every,
+        )
 
     @property
     def log(self) -> reader.EventLog:
@@ -155,8 +169,11 @@ class EventStore:
         try:
             await asyncio.shield(self._task)
         finally:
-            await self._writer.close()
-            await self._log.close()
+            try:
+                await self._in_writer(self._writer.close)
+            finally:
+                self._executor.shutdown(wait=False)
+                await self._log.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -170,6 +187,12 @@ class EventStore:
         await self.close()
 
     # -- the writer task ------------------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` in the writer thread: one thread hop per call, whatever it does."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(fn, *args)
+        )
 
     async def _run(self) -> None:
         stop = False
@@ -222,7 +245,9 @@ class EventStore:
         batch = _Batch()
         unknown = {a.stream for a in appends if a.stream not in self._live}
         if unknown:
-            batch.heads.update(await self._writer_log.stream_heads(unknown))
+            batch.heads.update(
+                await self._in_writer(_stream_heads, self._writer, self.path, unknown)
+            )
         now = time.time()
         seq = self._last_seq
         for item in appends:
@@ -246,25 +271,15 @@ class EventStore:
         return batch
 
     async def _write(self, batch: _Batch) -> None:
-        conn = self._writer
-        with sqlite.translated(self.path):
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                found = await self._writer_log.last_seq()
-                if found != self._last_seq:
-                    raise errors.StoreError(
-                        f"{self.path}: another process wrote to the log (seq {found},"
-                        f" expected {self._last_seq})"
-                    )
-                await conn.executemany(_INSERT, batch.rows)
-                snapshot = self._snapshot_row(batch)
-                if snapshot is not None:
-                    await conn.execute(_INSERT_SNAPSHOT, snapshot)
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
+        snapshot = self._snapshot_row(batch)
+        await self._in_writer(
+            _write_rows,
+            self._writer,
+            self.path,
+            batch.rows,
+            snapshot,
+            self._last_seq,
+        )
         if snapshot is not None:
             self._since_snapshot = 0
         else:
@@ -307,3 +322,58 @@ def _validate(
         records.append(rec)
         rows.append((seq, item.stream, version, kind, now, payload))
     return records, rows, att
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    with sqlite.translated(path):
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            for pragma in sqlite.WRITER_PRAGMAS:
+                conn.execute(pragma)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _stream_heads(conn: sqlite3.Connection, path: Path, streams: set[str]) -> dict[str, int]:
+    """Writer thread: the last version of each stream (0: never seen)."""
+    heads = dict.fromkeys(streams, 0)
+    names = list(heads)
+    with sqlite.translated(path):
+        for start in range(0, len(names), reader.MAX_PARAMS):
+            part = names[start : start + reader.MAX_PARAMS]
+            marks = ",".join("?" * len(part))
+            sql = (
+                f"SELECT stream, max(version) FROM events WHERE stream IN ({marks})"  # noqa: S608
+                " GROUP BY stream"
+            )
+            for name, version in conn.execute(sql, part):
+                heads[name] = int(version)
+    return heads
+
+
+def _write_rows(
+    conn: sqlite3.Connection,
+    path: Path,
+    rows: list[Row],
+    snapshot: tuple[int, int, float, bytes] | None,
+    last_seq: int,
+) -> None:
+    """Writer thread: one transaction, committed (and fsynced) before it returns."""
+    with sqlite.translated(path):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            if found != last_seq:
+                raise errors.StoreError(
+                    f"{path}: another process wrote to the log (seq {found}, expected {last_seq})"
+                )
+            conn.executemany(_INSERT, rows)
+            if snapshot is not None:
+                conn.execute(_INSERT_SNAPSHOT, snapshot)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
