@@ -29,6 +29,7 @@ BODY_TIMEOUT: Final = 10.0  # seconds a client may take to send its request body
 _PEERCRED: Final = struct.Struct("3i")
 
 Handler = Callable[[wire.CniRequest], Awaitable[dict[str, Any] | None]]
+_AioHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class PeerRefusedError(Exception):
@@ -53,14 +54,18 @@ def build_app(
 ) -> web.Application:
     """The aiohttp application; `handle` runs one decoded CNI request."""
 
-    async def cni(request: web.Request) -> web.Response:
+    @web.middleware
+    async def root_peers_only(request: web.Request, handler: _AioHandler) -> web.StreamResponse:
         try:
             uid = peer_uid(request)
         except (OSError, PeerRefusedError):
             uid = -1
         if uid not in allowed_uids:
-            log.warning("refused a CNI request from uid %s", uid)
+            log.warning("refused %s %s from uid %s", request.method, request.path, uid)
             return web.Response(status=403, text="forbidden\n")
+        return await handler(request)
+
+    async def cni(request: web.Request) -> web.Response:
         cni_version = versions.LATEST
         try:
             with anyio.fail_after(BODY_TIMEOUT):
@@ -90,7 +95,7 @@ def build_app(
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[root_peers_only])
     app.router.add_post(wire.PATH, cni)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

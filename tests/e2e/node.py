@@ -24,7 +24,7 @@ DEBIAN_CNI = Path("/usr/lib/cni")
 
 
 class Node:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, socket: Path | None = None) -> None:
         self.root = root
         self.net_dir = root / "net.d"
         self.pods_dir = root / "pods"
@@ -32,7 +32,7 @@ class Node:
         self.conf_dir = root / "conf"
         self.ipam_dir = root / "ipam"
         self.db = root / "events.db"
-        self.socket = root / "run" / "genie.sock"
+        self.socket = socket or root / "run" / "genie.sock"
         for d in (self.net_dir, self.pods_dir, self.bin_dir, self.conf_dir, self.ipam_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.name = netns.unique_name("genie-t-node")
@@ -199,8 +199,8 @@ class Node:
 
 
 @contextlib.contextmanager
-def running_node(root: Path, **kwargs: Any) -> Iterator[Node]:
-    node = Node(root)
+def running_node(root: Path, *, socket: Path | None = None, **kwargs: Any) -> Iterator[Node]:
+    node = Node(root, socket=socket)
     try:
         node.start(**kwargs)
         yield node

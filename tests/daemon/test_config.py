@@ -1,0 +1,77 @@
+"""Agent configuration: defaults, file keys, environment and flag precedence, bad input."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from genie.daemon import config
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_are_designs() -> None:
+    cfg = config.load(_args(), environ={})
+    assert cfg.socket == Path("/run/genie/genie.sock")
+    assert cfg.db == Path("/var/lib/genie/events.db")
+    assert cfg.net_dir == Path("/etc/cni/net.d")
+    assert cfg.cni_path == (Path("/opt/cni/bin"), Path("/usr/lib/cni"))
+    assert cfg.kubeconfig is None and cfg.pods_dir is None and cfg.metrics_addr is None
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "db: /x/events.db\nnet-dir: /x/net.d\ncni_path: [/a, /b]\n"
+        "default-network: tenant-a\nnode-name: from-file\n"
+    )
+    cfg = config.load(_args("--config", str(path), "--db", "/flag.db"), environ={"NODE_NAME": "n"})
+    assert cfg.db == Path("/flag.db")
+    assert cfg.net_dir == Path("/x/net.d")
+    assert cfg.cni_path == (Path("/a"), Path("/b"))
+    assert cfg.default_network == "tenant-a"
+    assert cfg.node_name == "from-file"
+    assert config.load(_args("--cni-path", "/p:/q"), environ={"NODE_NAME": "n"}).node_name == "n"
+    assert config.load(_args("--cni-path", "/p:/q"), environ={}).cni_path == (
+        Path("/p"),
+        Path("/q"),
+    )
+
+
+def test_json_config_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text('{"socket": "/s.sock", "delegate-timeout": 5}')
+    cfg = config.load(_args("--config", str(path)), environ={})
+    assert cfg.socket == Path("/s.sock") and cfg.delegate_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("nope: 1\n", "unknown key 'nope'"),
+        ("- a\n", "mapping"),
+        ("a: [\n", "not valid"),
+        ("delegate-timeout: -1\n", "delegate-timeout"),
+        ("max-requests: lots\n", "max-requests"),
+    ],
+)
+def test_bad_config_files_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=needle):
+        config.load(_args("--config", str(path)), environ={})
+
+
+def test_huge_or_missing_config_file(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("#" * (config.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(config.ConfigError, match="larger than"):
+        config.load(_args("--config", str(huge)), environ={})
+    with pytest.raises(config.ConfigError, match=r"missing\.yaml"):
+        config.load(_args("--config", str(tmp_path / "missing.yaml")), environ={})
