@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bench import report
 from genie.demo import agent_proc, netns, runtime
 
 DEBIAN_CNI = Path("/usr/lib/cni")
@@ -156,8 +157,8 @@ def _finish(proc: subprocess.Popen[bytes], command: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_node() -> Iterator[Bench]:
-    root = Path(tempfile.mkdtemp(prefix="genie-bench-"))
+def bench_node(workdir: Path | None = None) -> Iterator[Bench]:
+    root = Path(tempfile.mkdtemp(prefix="genie-bench-", dir=workdir))
     bench = Bench(root)
     agent: agent_proc.AgentProcess | None = None
     try:
@@ -275,10 +276,10 @@ def startup(rounds: int, shim: Path) -> dict[str, float]:
     return {"shim_version_ms": _median_ms(shim_s), "python_IS_pass_ms": _median_ms(floor_s)}
 
 
-def run(*, quick: bool) -> dict[str, Any]:
+def measure_all(*, quick: bool, workdir: Path | None = None) -> dict[str, Any]:
     rounds = 5 if quick else 20
     results: dict[str, Any] = {"rounds": rounds, "cases": {}}
-    with bench_node() as bench:
+    with bench_node(workdir) as bench:
         for count in (1, 2, 4, 8):
             nets = [f"net{i}" for i in range(count)]
             results["cases"][f"bridge x{count}"] = measure(bench, nets, rounds)
@@ -309,3 +310,49 @@ def table(results: dict[str, Any]) -> str:
         f"genie overhead at 1 network {results['overhead_1_network_ms']} ms"
     )
     return "\n".join(lines)
+
+
+TARGETS = {"bridge x4": "<= 1.0", "bridge x8": "<= 0.8", "slow(+100ms) x4": "<= 0.35"}
+
+
+def run(*, quick: bool, workdir: Path) -> list[report.Measurement]:
+    """bench/run entry: the side-by-side table on stderr, one Measurement per number."""
+    results = measure_all(quick=quick, workdir=workdir)
+    print(table(results), file=sys.stderr, flush=True)
+    out: list[report.Measurement] = []
+    for case, row in results["cases"].items():
+        for key in (
+            "genie_add",
+            "serial_add",
+            "concurrent_add",
+            "genie_del",
+            "serial_del",
+            "concurrent_del",
+        ):
+            out.append(report.Measurement("cni", f"{case} {key} median", row[key], "ms"))
+        out.append(
+            report.Measurement(
+                "cni",
+                f"{case} genie/serial ADD",
+                row["ratio_add_vs_serial"],
+                "x",
+                target=TARGETS.get(case, ""),
+            )
+        )
+    out.append(
+        report.Measurement(
+            "cni",
+            "shim+agent overhead, 1 network ADD",
+            results["overhead_1_network_ms"],
+            "ms",
+            target="<= 20",
+        )
+    )
+    startup_ms = results["startup"]
+    out.append(
+        report.Measurement("cni", "shim VERSION start-up", startup_ms["shim_version_ms"], "ms")
+    )
+    out.append(
+        report.Measurement("cni", "python -I -S -c pass", startup_ms["python_IS_pass_ms"], "ms")
+    )
+    return out
