@@ -52,21 +52,15 @@ async def _appenders(db: Path, *, concurrency: int, total: int) -> float:
 
 def _child(what: str, db: Path) -> tuple[dict[str, Any], float]:
     """Run bench.store_probe in a fresh process: its JSON and its own peak RSS (MiB)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
+    done = subprocess.run(
         [sys.executable, "-m", "bench.store_probe", what, str(db)],
         stdout=subprocess.PIPE,
-        env=env,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
         cwd=REPO,
     )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"store_probe {what} failed with {proc.returncode}")
-    return json.loads(out), usage.ru_maxrss / 1024  # Linux: KiB
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result, float(result["peak_rss_mib"])
 
 
 def _generate(db: Path, events: int) -> float:

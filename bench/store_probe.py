@@ -1,7 +1,9 @@
 """Child process of the store benchmark: one replay or start-up, measured in a fresh process.
 
-`python -m bench.store_probe replay|startup DB` prints one JSON line; the parent reads this
-process's peak RSS from os.wait4, so nothing of the parent's (or the generator's) counts.
+`python -m bench.store_probe replay|startup DB` prints one JSON line with this process's own
+peak RSS: VmHWM of /proc/self/status, which belongs to the memory map made at exec. (ru_maxrss
+from getrusage or wait4 would not do: Linux carries the pre-exec high-water mark across exec,
+and subprocess forks with vfork, so a child's ru_maxrss starts at the parent's RSS.)
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ async def _startup(db: Path) -> dict[str, Any]:
         await store.close()
 
 
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def main(argv: list[str]) -> None:
     what, db = argv[0], Path(argv[1])
     probe = {"replay": _replay, "startup": _startup}[what]
-    print(json.dumps(asyncio.run(probe(db))))
+    result = asyncio.run(probe(db))
+    result["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
