@@ -36,10 +36,7 @@ class Snapshot:
 def decode_rows(path: Path, rows: Sequence[Any]) -> list[ev.Recorded]:
     """Rows of `_COLUMNS` as Recorded events; unknown or damaged payloads are store errors."""
     try:
-        return [
-            ev.Recorded(seq, stream, version, at, codec.decode_event(kind, payload, seq))
-            for seq, stream, version, kind, at, payload in rows
-        ]
+        return codec.decode_records(rows)
     except codec.UnknownEventKindError as exc:
         raise errors.UnknownEventKindError(f"{path}: {exc}") from exc
     except codec.UndecodableEventError as exc:
