@@ -283,7 +283,7 @@ def measure_all(*, quick: bool, workdir: Path | None = None) -> dict[str, Any]:
         for count in (1, 2, 4, 8):
             nets = [f"net{i}" for i in range(count)]
             results["cases"][f"bridge x{count}"] = measure(bench, nets, rounds)
-        slow = ["net0", "slow1", "slow2", "slow3"]
+        slow = ["slow0", "slow1", "slow2", "slow3"]
         results["cases"]["slow(+100ms) x4"] = measure(bench, slow, rounds)
         results["startup"] = startup(rounds * 2, bench.bin_dir / "genie")
         one = results["cases"]["bridge x1"]

@@ -39,7 +39,8 @@ def test_install_writes_both_files(short_dir: pathlib.Path) -> None:
     assert stat.S_IMODE(shim.stat().st_mode) == 0o755
     assert stat.S_IMODE(conf.stat().st_mode) == 0o644
     text = shim.read_text()
-    python = os.path.realpath(sys.executable)
+    python = install.default_python()
+    assert python in (install.SYSTEM_PYTHON, os.path.realpath(sys.executable))
     assert text.startswith(f"#!{python} -IS\n")
     assert f'SOCKET_PATH = "{sock}"\n' in text
     assert "/run/genie/genie.sock" not in text
