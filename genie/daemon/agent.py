@@ -24,7 +24,7 @@ from genie.daemon import server
 from genie.networks import registry as net_registry
 from genie.pods import source as pod_source
 from genie.pods import static_dir
-from genie.services import context, delegates, dispatch, keyed_lock
+from genie.services import context, delegates, dispatch, keyed_lock, recovery
 from genie.store import recorder
 
 log = logging.getLogger("genie.agent")
@@ -74,13 +74,16 @@ class Agent:
                 default_network=cfg.default_network,
                 ready=self.ready,
             )
-            self._loaded = True
             log.info(
                 "event log %s loaded: %d live attachments, last seq %d",
                 cfg.db,
                 len(store.state.attachments),
                 store.state.last_seq,
             )
+            done, left = await recovery.recover(self.services)
+            if done or left:
+                log.info("recovery: %d unfinished operations settled, %d left for DEL", done, left)
+            self._loaded = True
             await stack.enter_async_context(self._socket_site())
             if cfg.metrics_addr:
                 await stack.enter_async_context(self._metrics_site(cfg.metrics_addr))

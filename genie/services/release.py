@@ -78,13 +78,21 @@ async def release_locked(
     )
 
 
-async def roll_back(svc: context.Services, stream: cursor.StreamCursor, *, reason: str) -> None:
-    """Undo a failed ADD (caller holds the lock); the stream ends only if every DEL worked."""
+async def roll_back(
+    svc: context.Services, stream: cursor.StreamCursor, *, reason: str, started_only: bool = True
+) -> bool:
+    """Undo an unfinished ADD (caller holds the lock); True when the stream ended.
+
+    `started_only`: this process ran the ADD and knows which delegates it never started;
+    crash recovery does not know, so it DELs every delegate (DEL is idempotent).
+    """
     att = svc.store.state.attachments[stream.stream]
-    recorded, failure = await _delete_delegates(svc, att, netns=att.netns, started_only=True)
+    recorded, failure = await _delete_delegates(
+        svc, att, netns=att.netns, started_only=started_only
+    )
     if failure is None:
         await stream.append(*recorded, ev.AddRolledBack(reason=reason))
-        return
+        return True
     await stream.append(*recorded)
     planned, error = failure
     log.error(
@@ -95,6 +103,7 @@ async def roll_back(svc: context.Services, stream: cursor.StreamCursor, *, reaso
         planned.ifname,
         error.msg,
     )
+    return False
 
 
 async def _delete_delegates(
