@@ -3,15 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping procps
+APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping procps util-linux etcd-server openssl
+# kube-apiserver for the Kubernetes tests: built once from Debian's source package, cached here
+K8S_CACHE ?= /var/cache/genie-k8s
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench clean kube-apiserver
 
 setup: $(STAMP_APT) $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi
 	@mkdir -p $(VENV) && touch $@
@@ -31,8 +33,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
-	$(BIN)/pytest
+kube-apiserver:
+	GENIE_K8S_CACHE=$(K8S_CACHE) tests/k8s/build-kube-apiserver.sh >/dev/null
+
+unit: setup kube-apiserver
+	GENIE_K8S_CACHE=$(K8S_CACHE) $(BIN)/pytest
 
 test: lint typecheck unit
 
