@@ -19,6 +19,7 @@ from genie.domain import state as st
 from genie.networks import selection
 from genie.pods import source as pods
 from genie.services import context, cursor, plan, release
+from genie.store import recorder
 
 log = logging.getLogger("genie.add")
 
@@ -55,9 +56,7 @@ async def add(svc: context.Services, req: wire.CniRequest) -> dict[str, Any]:
         )
         plans = plan.plan_delegates(requests, registry=svc.networks, pod=str(ref))
         plans = tuple(_with_runtime_args(p, req.args) for p in plans)
-        stream = cursor.StreamCursor(
-            svc.store, req.container_id, await svc.store.stream_head(req.container_id)
-        )
+        stream = cursor.StreamCursor(svc.store, req.container_id, recorder.NOT_LIVE)
         await stream.append(
             ev.AddRequested(
                 pod=ref,

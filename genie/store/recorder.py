@@ -28,6 +28,9 @@ from genie.domain import state as st
 from genie.store import errors, migrations, reader, replay, sqlite
 
 MAX_BATCH_APPENDS: Final = 2000
+# expected_version for "this stream has no live attachment" (new, or ended earlier): what an
+# ADD checks, without a separate look-up of the stream's head before appending.
+NOT_LIVE: Final = -1
 _INSERT: Final = (
     "INSERT INTO events (seq, stream, version, kind, recorded_at, payload)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -253,7 +256,12 @@ class EventStore:
         for item in appends:
             name = item.stream
             head = batch.heads[name] if name in batch.heads else self._live[name].version
-            if item.expected_version != head:
+            if item.expected_version == NOT_LIVE:
+                live = batch.changed[name] if name in batch.changed else self._live.get(name)
+                stale = live is not None
+            else:
+                stale = item.expected_version != head
+            if stale:
                 error = errors.ConcurrencyError(name, expected=item.expected_version, actual=head)
                 batch.outcomes.append((item, error))
                 continue
