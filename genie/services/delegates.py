@@ -29,6 +29,14 @@ log = logging.getLogger("genie.services.delegates")
 MAX_STDOUT: Final = 1 << 20
 STDERR_TAIL: Final = 64 * 1024
 SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A plugin must not outlive the agent: an orphan still inside its ADD would allocate after
+# recovery already rolled that ADD back (a leaked address). util-linux's setpriv sets
+# PR_SET_PDEATHSIG and execs the plugin, so the kernel SIGKILLs it if the agent dies. The
+# tie is to the thread that spawns: the event loop's, which lives as long as the agent.
+_SETPRIV: Final = next(
+    (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None
+)
+_DEATH_TIE: Final = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # CHECK exists from spec 0.4.0 on; libcni refuses it for older configs, genie skips it.
 _NO_CHECK_VERSIONS: Final = frozenset({"", "0.1.0", "0.2.0", "0.3.0", "0.3.1"})
@@ -49,6 +57,8 @@ class DelegateRunner:
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._self_type = self_type
+        if not _DEATH_TIE:
+            log.warning("setpriv (util-linux) not found: delegates may outlive a crashed agent")
 
     @property
     def cni_path(self) -> tuple[Path, ...]:
@@ -277,7 +287,7 @@ async def _run(
 ) -> tuple[int, bytes, bytes]:
     """Exec with `stdin`, collect capped stdout and the stderr tail; kill the group on any exit."""
     process = await anyio.open_process(
-        [str(executable)],
+        [*_DEATH_TIE, str(executable)],
         stdin=-1,
         stdout=-1,
         stderr=-1,

@@ -67,6 +67,8 @@ def test_killed_mid_add_is_rolled_back_at_restart(node: e2e_node.Node) -> None:
     assert node.allocations()  # net-a's address for `half` is held: the crash left it behind
 
     node.start_agent()
+    # outlast the slow delegate: had it survived the agent (an orphan), it would allocate now
+    time.sleep(2.5)
     # recovery rolled the half-done ADD back: nothing in the namespace, nothing in host-local
     assert truth.links(half.netns) == ["lo"]
     assert sorted(node.allocations()) == ["net-a", "net-b"]
