@@ -43,6 +43,8 @@ class NetworkRequest:
     mac: str | None = None
     default_route: tuple[str, ...] = ()
     cni_args: Mapping[str, Any] | None = None
+    # Named in the Multus annotation: a NetworkAttachmentDefinition when Kubernetes is there.
+    attachment_definition: bool = False
 
 
 def select_networks(
@@ -155,8 +157,9 @@ def _multus(
     default = NetworkRequest(name=default_network, namespace=None, ifname=primary_ifname)
     requests = [default]
     for position, request in enumerate(selected, start=1):
-        if not request.ifname:
-            request = dataclasses.replace(request, ifname=f"net{position}")
+        request = dataclasses.replace(
+            request, ifname=request.ifname or f"net{position}", attachment_definition=True
+        )
         requests.append(request)
     return tuple(requests)
 

@@ -7,7 +7,7 @@ replay the very same configs. Pure: the only outside input is the network regist
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from genie.cni import errors
@@ -15,23 +15,35 @@ from genie.domain import events as ev
 from genie.networks import registry as reg
 from genie.networks import selection
 
+# (namespace, name) -> the network a NetworkAttachmentDefinition stands for
+AttachmentDefinitions = Callable[[str, str], reg.NetworkConfig]
+
 
 def plan_delegates(
     requests: Sequence[selection.NetworkRequest],
     *,
     registry: reg.NetworkRegistry,
     pod: str,
+    pod_namespace: str = "default",
+    attachment_definitions: AttachmentDefinitions | None = None,
 ) -> tuple[ev.PlannedDelegate, ...]:
-    """One PlannedDelegate per request, in request order; CniError(7) for unknown networks."""
+    """One PlannedDelegate per request, in request order; CniError(7) for unknown networks.
+
+    Multus-syntax requests resolve through `attachment_definitions` when Kubernetes is
+    configured (the pod's namespace unless the request names one); everything else, and
+    all of it without Kubernetes, comes from the net dir.
+    """
     planned: list[ev.PlannedDelegate] = []
     for index, request in enumerate(requests):
         try:
-            network = registry.get(request.name)
+            if request.attachment_definition and attachment_definitions is not None:
+                network = attachment_definitions(request.namespace or pod_namespace, request.name)
+            else:
+                network = registry.get(request.name)
         except reg.UnknownNetworkError as exc:
             raise errors.CniError(
                 errors.INVALID_NETWORK_CONFIG,
-                f"pod {pod}: network {request.name!r} (interface {request.ifname}) "
-                f"not found in {exc.net_dir}",
+                f"pod {pod}: network {request.name!r} (interface {request.ifname}): {exc}",
             ) from None
         plugins = tuple(
             build_plugin_config(plugin, network=network, request=request, pod=pod)

@@ -210,8 +210,9 @@ def test_multus_json_full() -> None:
     assert a.ips == ("10.1.0.5/24", "fd00::5")
     assert a.mac == "c2:00:00:00:00:01"
     assert a.default_route == ("10.1.0.1",)
+    assert a.attachment_definition and not requests[0].attachment_definition
     assert a.cni_args == {"foo": "bar"}
-    assert requests[2] == Req(name="b", namespace=None, ifname="net2")
+    assert requests[2] == Req(name="b", namespace=None, ifname="net2", attachment_definition=True)
 
 
 @pytest.mark.parametrize(
