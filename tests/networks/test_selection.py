@@ -150,9 +150,9 @@ def test_annotation_size_limit() -> None:
 def test_multus_text() -> None:
     assert select({MULTUS: "a, other/b@data, c"}) == (
         Req(name="default-net", namespace=None, ifname="eth0"),
-        Req(name="a", namespace=None, ifname="net1"),
-        Req(name="b", namespace="other", ifname="data"),
-        Req(name="c", namespace=None, ifname="net3"),
+        Req(name="a", namespace=None, ifname="net1", attachment_definition=True),
+        Req(name="b", namespace="other", ifname="data", attachment_definition=True),
+        Req(name="c", namespace=None, ifname="net3", attachment_definition=True),
     )
 
 
