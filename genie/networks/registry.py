@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from genie import watched_dir
 
 log = logging.getLogger("genie.networks")
 
@@ -48,26 +49,18 @@ class InvalidConfigError(ValueError):
     """A file in the net dir is not a usable network config (the message says why)."""
 
 
-# stat data that changes whenever a file is rewritten or replaced
-_Version = tuple[int, int, int, int]
-
-
-@dataclasses.dataclass(slots=True)
-class _Entry:
-    version: _Version
-    config: NetworkConfig | None  # None: invalid, or genie's own
-
-
 class NetworkRegistry:
     """Delegate network configs of a net dir, keyed by network name."""
 
     def __init__(self, net_dir: Path, *, self_type: str = "genie") -> None:
         self._dir = net_dir
         self._self_type = self_type
-        self._files: dict[str, _Entry] = {}
+        # None: an invalid file, or genie's own config
+        self._files: watched_dir.WatchedDir[NetworkConfig | None] = watched_dir.WatchedDir(
+            net_dir, accept=_candidate, load=self._load, what="net dir"
+        )
         self._by_name: dict[str, NetworkConfig] = {}
         self._warned_duplicates: set[tuple[str, str]] = set()
-        self._dir_error_logged = False
 
     @property
     def net_dir(self) -> Path:
@@ -89,43 +82,8 @@ class NetworkRegistry:
     # --- scanning -------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        seen = self._scan()
-        changed = seen.keys() != self._files.keys() or any(
-            self._files[f].version != v for f, v in seen.items()
-        )
-        if not changed:
-            return
-        files: dict[str, _Entry] = {}
-        for fname, version in seen.items():
-            old = self._files.get(fname)
-            if old is not None and old.version == version:
-                files[fname] = old
-            else:
-                files[fname] = _Entry(version, self._load(self._dir / fname))
-        self._files = files
-        self._reindex()
-
-    def _scan(self) -> dict[str, _Version]:
-        try:
-            names = [entry.name for entry in self._dir.iterdir()]
-        except OSError as exc:
-            if not self._dir_error_logged:
-                log.error("cannot list net dir %s: %s", self._dir, exc)
-                self._dir_error_logged = True
-            return {}
-        self._dir_error_logged = False
-        seen: dict[str, _Version] = {}
-        for fname in names:
-            if not _candidate(fname):
-                continue
-            try:
-                st = (self._dir / fname).stat()  # follows symlinks (ConfigMap mounts use them)
-            except OSError:
-                continue  # vanished between listdir and stat, or a dangling link
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            seen[fname] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-        return seen
+        if self._files.refresh():
+            self._reindex()
 
     def _load(self, path: Path) -> NetworkConfig | None:
         try:
@@ -141,8 +99,7 @@ class NetworkRegistry:
     def _reindex(self) -> None:
         by_name: dict[str, NetworkConfig] = {}
         duplicates: set[tuple[str, str]] = set()
-        for fname in sorted(self._files):
-            config = self._files[fname].config
+        for fname, config in self._files.items():
             if config is None:
                 continue
             first = by_name.get(config.name)

@@ -7,9 +7,7 @@ changes, so a demo or a test edits a file and the next ADD sees it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import stat
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any, Final
 
 import yaml
 
+from genie import watched_dir
 from genie.pods import source
 
 log = logging.getLogger("genie.pods")
@@ -26,17 +25,10 @@ EXTENSIONS: Final = (".yaml", ".yml", ".json")
 DEFAULT_NAMESPACE: Final = "default"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Version = tuple[int, int, int, int]
 
 
 class InvalidManifestError(ValueError):
     """A manifest file that cannot be used (the message says why)."""
-
-
-@dataclasses.dataclass(slots=True)
-class _Entry:
-    version: _Version
-    pods: tuple[source.Pod, ...]
 
 
 class StaticPodsDir:
@@ -44,9 +36,10 @@ class StaticPodsDir:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._files: dict[str, _Entry] = {}
+        self._files = watched_dir.WatchedDir(
+            path, accept=_candidate, load=_load_logged, what="pods dir"
+        )
         self._pods: dict[tuple[str, str], source.Pod] = {}
-        self._dir_error_logged = False
 
     @property
     def path(self) -> Path:
@@ -73,27 +66,11 @@ class StaticPodsDir:
 
     def refresh(self) -> None:
         """Re-read the files whose stat data changed since the last call."""
-        seen = self._scan()
-        if seen.keys() == self._files.keys() and all(
-            self._files[f].version == v for f, v in seen.items()
-        ):
+        if not self._files.refresh():
             return
-        files: dict[str, _Entry] = {}
-        for fname, version in seen.items():
-            old = self._files.get(fname)
-            if old is not None and old.version == version:
-                files[fname] = old
-                continue
-            try:
-                pods = parse_file(self._path / fname)
-            except InvalidManifestError as exc:
-                log.error("ignoring pod manifest %s: %s", self._path / fname, exc)
-                pods = ()
-            files[fname] = _Entry(version, pods)
-        self._files = files
         index: dict[tuple[str, str], source.Pod] = {}
-        for fname in sorted(files):
-            for pod in files[fname].pods:
+        for fname, pods in self._files.items():
+            for pod in pods:
                 key = (pod.namespace, pod.name)
                 if key in index:
                     log.warning(
@@ -106,26 +83,17 @@ class StaticPodsDir:
                 index[key] = pod
         self._pods = index
 
-    def _scan(self) -> dict[str, _Version]:
-        try:
-            names = [entry.name for entry in self._path.iterdir()]
-        except OSError as exc:
-            if not self._dir_error_logged:
-                log.error("cannot list pods dir %s: %s", self._path, exc)
-                self._dir_error_logged = True
-            return {}
-        self._dir_error_logged = False
-        seen: dict[str, _Version] = {}
-        for fname in names:
-            if fname.startswith((".", "~", "#")) or not fname.endswith(EXTENSIONS):
-                continue
-            try:
-                st = (self._path / fname).stat()
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                seen[fname] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-        return seen
+
+def _candidate(fname: str) -> bool:
+    return not fname.startswith((".", "~", "#")) and fname.endswith(EXTENSIONS)
+
+
+def _load_logged(path: Path) -> tuple[source.Pod, ...]:
+    try:
+        return parse_file(path)
+    except InvalidManifestError as exc:
+        log.error("ignoring pod manifest %s: %s", path, exc)
+        return ()
 
 
 def parse_file(path: Path) -> tuple[source.Pod, ...]:
