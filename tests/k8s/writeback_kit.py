@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+
+import anyio
 
 from genie.cni import results
 from genie.domain import events as ev
@@ -142,3 +145,20 @@ async def fail_add(
         ev.AddRolledBack(reason=f"network {last.network} ({last.ifname}): {failed_msg}"),
     )
     return cid
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], *, within: float = 15, what: str = ""
+) -> float:
+    """Poll until `predicate` holds; the seconds it took (AssertionError after `within`)."""
+    start = time.monotonic()
+    while True:
+        value = predicate()
+        if not isinstance(value, bool):
+            value = await value
+        elapsed = time.monotonic() - start
+        if value:
+            return elapsed
+        if elapsed > within:
+            raise AssertionError(f"not within {within:g}s: {what or predicate}")
+        await anyio.sleep(0.02)
