@@ -7,6 +7,7 @@
     agent_kubeconfig      kubeconfig of ServiceAccount kube-system/genie bound to exactly
                           deploy/rbac.yaml (token from the TokenRequest API)
     kube                  per-test async admin helper (kube.Kube); deletes its pods at teardown
+    agent_client          per-test genie.k8s.client.Client with the agent kubeconfig
     namespace             a fresh namespace for the test
     node_name             a fresh node name for the test (pods bound to it)
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from genie.k8s import client as k8s_client
 from tests.k8s import apiserver
 from tests.k8s import kube as kube_mod
 
@@ -95,3 +97,14 @@ async def namespace(kube: kube_mod.Kube) -> str:
 @pytest.fixture
 def node_name() -> str:
     return kube_mod.unique("node")
+
+
+@pytest.fixture
+async def agent_client(agent_kubeconfig: Path) -> AsyncIterator[k8s_client.Client]:
+    """genie's own client (genie.k8s.client) logged in as the agent's ServiceAccount."""
+    c = await k8s_client.connect(kubeconfig=agent_kubeconfig)
+    assert c is not None
+    try:
+        yield c
+    finally:
+        await c.close()

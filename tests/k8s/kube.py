@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import exceptions as k8s_exceptions
@@ -169,6 +170,32 @@ class Kube:
         for namespace, name in sorted(self._pods):
             with contextlib.suppress(Exception):
                 await self.delete_pod(namespace=namespace, name=name)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], *, within: float = 10, what: str = ""
+) -> None:
+    """Poll `check` (sync or async) every 20 ms until true; AssertionError after `within` s."""
+    with anyio.move_on_after(within):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(0.02)
+    raise AssertionError(f"not true after {within} s: {what or check}")
+
+
+@asynccontextmanager
+async def background(run: Callable[[], Coroutine[Any, Any, Any]]) -> AsyncIterator[None]:
+    """Run `run()` as a task for the block; cancelled at exit. Its failure fails the test."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
 
 
 @asynccontextmanager
