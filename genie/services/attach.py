@@ -56,6 +56,7 @@ async def add(svc: context.Services, req: wire.CniRequest) -> dict[str, Any]:
         )
         plans = plan.plan_delegates(requests, registry=svc.networks, pod=str(ref))
         plans = tuple(_with_runtime_args(p, req.args) for p in plans)
+        _check_plugins(svc, plans, pod=ref)
         stream = cursor.StreamCursor(svc.store, req.container_id, recorder.NOT_LIVE)
         await stream.append(
             ev.AddRequested(
@@ -118,6 +119,19 @@ async def _annotations(svc: context.Services, ref: ev.PodRef) -> dict[str, str]:
             errors.TRY_AGAIN_LATER, f"pod {ref} cannot be looked up now: {exc}"
         ) from exc
     return dict(pod.annotations)
+
+
+def _check_plugins(
+    svc: context.Services, plans: Sequence[ev.PlannedDelegate], *, pod: ev.PodRef
+) -> None:
+    """Every plugin must resolve before anything is recorded: a network whose plugin cannot
+    run would fail its DEL the same way, and the pod could then never be deleted."""
+    for planned in plans:
+        for plugin in planned.plugins:
+            try:
+                svc.runner.resolve(plugin.get("type"), network=planned.network)
+            except errors.CniError as exc:
+                raise errors.CniError(exc.code, f"pod {pod}: {exc.msg}", exc.details) from None
 
 
 def _with_runtime_args(
