@@ -137,7 +137,9 @@ class Agent:
         path = self.config.socket
         server.prepare_socket_dir(path)
         app = server.build_app(handle=self._handle, ready=self.ready, draining=self.draining)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=server.IDLE_TIMEOUT
+        )
         await runner.setup()
         old_umask = os.umask(0o177)
         try:

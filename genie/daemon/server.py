@@ -26,6 +26,9 @@ log = logging.getLogger("genie.server")
 
 MAX_BODY: Final = 2 * 1024 * 1024  # wire.decode_request enforces the finer limits
 BODY_TIMEOUT: Final = 10.0  # seconds a client may take to send its request body
+# seconds a connection may sit without a complete request (aiohttp's own default is an hour:
+# a client that connects and never sends would hold its connection and file descriptor)
+IDLE_TIMEOUT: Final = 10.0
 _PEERCRED: Final = struct.Struct("3i")
 
 Handler = Callable[[wire.CniRequest], Awaitable[dict[str, Any] | None]]
