@@ -114,7 +114,8 @@ def test_agent_killed_under_churn_loses_nothing(node: e2e_node.Node) -> None:
     )
     assert tally.problems == []
     assert sum(tally.kills.values()) >= KILLS
-    assert set(tally.kills) >= set(churn.PHASES), f"phases hit: {dict(tally.kills)}"
+    if KILLS >= 100:  # a short run (GENIE_CHAOS_KILLS) may miss a phase by chance
+        assert set(tally.kills) >= set(churn.PHASES), f"phases hit: {dict(tally.kills)}"
     assert tally.add_ok >= KILLS // 2, "the churn barely ran"
     # nothing leaked: host-local holds no address, the node has only lo and the bridges
     # (the host ends of the veths go with the pod ends the bridge plugin's DEL removes)
