@@ -104,29 +104,19 @@ def test_full_queue_drops_without_blocking() -> None:
     assert not events.emit(POD, type_="Normal", reason="R", message="after close")
 
 
-@pytest.fixture
-async def agent(agent_kubeconfig: Path) -> AsyncIterator[k8s_client.Client]:
-    client = await k8s_client.connect(kubeconfig=agent_kubeconfig)
-    assert client is not None
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 @pytest.mark.k8s
 async def test_events_on_the_pod(
     kube: kube_mod.Kube,
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     name = kube_mod.unique("pod")
     doc = await kube.create_pod(namespace=namespace, name=name, node=node_name)
     pod = ev.PodRef(namespace=namespace, name=name, uid=doc["metadata"]["uid"])
     att = await kit.attach(store, pod=pod, networks=NETWORKS)
-    events = k8s_events.PodEvents(sink=k8s_events.ApiEventSink(agent), node_name=node_name)
+    events = k8s_events.PodEvents(sink=k8s_events.ApiEventSink(agent_client), node_name=node_name)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(events.run)
@@ -191,7 +181,7 @@ async def test_unreachable_api_drops_after_a_few_attempts(
 
 @pytest.mark.k8s
 async def test_event_for_a_missing_namespace_is_not_retried(
-    kube: kube_mod.Kube, agent: k8s_client.Client
+    kube: kube_mod.Kube, agent_client: k8s_client.Client
 ) -> None:
     attempts: list[str] = []
 
@@ -200,7 +190,7 @@ async def test_event_for_a_missing_namespace_is_not_retried(
             attempts.append(namespace)
             await super().create_event(namespace=namespace, body=body)  # type: ignore[arg-type]
 
-    events = k8s_events.PodEvents(sink=Counting(agent), node_name="n")
+    events = k8s_events.PodEvents(sink=Counting(agent_client), node_name="n")
     gone = ev.PodRef(namespace=kube_mod.unique("nons"), name="p", uid="u")
 
     async with anyio.create_task_group() as tg:

@@ -32,19 +32,9 @@ async def store(tmp_path: Path) -> AsyncIterator[recorder.EventStore]:
         yield opened
 
 
-@pytest.fixture
-async def agent(agent_kubeconfig: Path) -> AsyncIterator[k8s_client.Client]:
-    client = await k8s_client.connect(kubeconfig=agent_kubeconfig)
-    assert client is not None
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 def make_outbox(
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
     *,
     concurrency: int = 8,
     max_in_flight: int = 512,
@@ -54,7 +44,7 @@ def make_outbox(
     return outbox_mod.Outbox(
         store=store,
         locks=keyed_lock.KeyedLock(),
-        patcher=patcher or outbox_mod.ApiPodPatcher(agent),
+        patcher=patcher or outbox_mod.ApiPodPatcher(agent_client),
         concurrency=concurrency,
         max_in_flight=max_in_flight,
         rescan_interval=5,
@@ -118,12 +108,12 @@ async def test_publishes_every_address_and_keeps_other_annotations(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pod = await make_pod(kube, namespace=namespace, node=node_name, annotations={"team": "blue"})
     att = await kit.attach(store, pod=pod, networks=NETWORKS)
     assert att.annotation_pending
-    box = make_outbox(store, agent)
+    box = make_outbox(store, agent_client)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
@@ -163,14 +153,14 @@ async def test_recreated_pod_is_abandoned_not_written(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     old = await make_pod(kube, namespace=namespace, node=node_name)
     att = await kit.attach(store, pod=old, networks=NETWORKS[:1])
     await kube.delete_pod(namespace=namespace, name=old.name)
     new = await kube.create_pod(namespace=namespace, name=old.name, node=node_name)
     assert new["metadata"]["uid"] != old.uid
-    box = make_outbox(store, agent)
+    box = make_outbox(store, agent_client)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
@@ -190,12 +180,12 @@ async def test_deleted_pod_is_abandoned(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pod = await make_pod(kube, namespace=namespace, node=node_name)
     att = await kit.attach(store, pod=pod, networks=NETWORKS[:1])
     await kube.delete_pod(namespace=namespace, name=pod.name)
-    box = make_outbox(store, agent)
+    box = make_outbox(store, agent_client)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
@@ -214,10 +204,10 @@ async def test_pending_while_apiserver_down_published_after_it_returns(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pod = await make_pod(kube, namespace=namespace, node=node_name, annotations={"keep": "me"})
-    box = make_outbox(store, agent)
+    box = make_outbox(store, agent_client)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
@@ -249,16 +239,16 @@ async def test_pending_write_back_survives_an_agent_restart(
     kube: kube_mod.Kube,
     namespace: str,
     node_name: str,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pod = await make_pod(kube, namespace=namespace, node=node_name)
     db = tmp_path / "restart.db"
-    async with await recorder.EventStore.open(db) as first:  # agent 1: ADD, then it stops
+    async with await recorder.EventStore.open(db) as first:  # agent_client 1: ADD, then it stops
         att = await kit.attach(first, pod=pod, networks=NETWORKS[1:])
 
-    async with await recorder.EventStore.open(db) as second:  # agent 2: replays the log
+    async with await recorder.EventStore.open(db) as second:  # agent_client 2: replays the log
         assert second.state.attachments[att.container_id].annotation_pending
-        box = make_outbox(second, agent)
+        box = make_outbox(second, agent_client)
         async with anyio.create_task_group() as tg:
             tg.start_soon(box.run)  # no notify(): the first scan finds it
             await kit.wait_until(lambda: settled(second, att.container_id))
@@ -275,7 +265,7 @@ async def test_detaching_sandbox_is_abandoned_without_a_patch(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pod = await make_pod(kube, namespace=namespace, node=node_name)
     att = await kit.attach(store, pod=pod, networks=NETWORKS[:1])
@@ -284,7 +274,7 @@ async def test_detaching_sandbox_is_abandoned_without_a_patch(
         [ev.DelRequested(), ev.DelegateDeleteFailed(index=0, code=11, msg="busy")],
         expected_version=att.version,
     )
-    box = make_outbox(store, agent)
+    box = make_outbox(store, agent_client)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
@@ -303,12 +293,12 @@ async def test_many_pods_bounded_concurrency(
     namespace: str,
     node_name: str,
     store: recorder.EventStore,
-    agent: k8s_client.Client,
+    agent_client: k8s_client.Client,
 ) -> None:
     pods = [await make_pod(kube, namespace=namespace, node=node_name) for _ in range(40)]
     atts = [await kit.attach(store, pod=p, networks=NETWORKS[:2]) for p in pods]
-    counting = CountingPatcher(outbox_mod.ApiPodPatcher(agent))
-    box = make_outbox(store, agent, concurrency=4, max_in_flight=16, patcher=counting)
+    counting = CountingPatcher(outbox_mod.ApiPodPatcher(agent_client))
+    box = make_outbox(store, agent_client, concurrency=4, max_in_flight=16, patcher=counting)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(box.run)
