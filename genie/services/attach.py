@@ -44,8 +44,11 @@ async def add(svc: context.Services, req: wire.CniRequest) -> dict[str, Any]:
         existing = svc.store.state.attachments.get(req.container_id)
         if existing is not None:
             return _repeated_add(existing, req)
-        if not await anyio.Path(req.netns).exists():
-            raise errors.CniError(errors.INVALID_ENV, f"CNI_NETNS {req.netns} does not exist")
+        if not release.is_netns(req.netns):
+            raise errors.CniError(
+                errors.INVALID_ENV,
+                f"CNI_NETNS {req.netns} does not exist or is not a network namespace",
+            )
         ref = pod_ref(req)
         annotations = await _annotations(svc, ref)
         requests = selection.select_networks(

@@ -8,8 +8,8 @@ attachment stays recorded and the next DEL tries again.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
@@ -148,11 +148,23 @@ async def _delete_delegates(
 
 
 def _usable_netns(requested: str, recorded: str) -> str:
-    """The runtime's netns if it still exists, else the recorded one, else none (DEL allows it)."""
+    """The runtime's netns if it still is one, else the recorded one, else none (DEL allows it)."""
     for candidate in (requested, recorded):
-        if candidate and os.path.exists(candidate):  # noqa: PTH110 - a bare existence probe
+        if candidate and is_netns(candidate):
             return candidate
     return ""
+
+
+def is_netns(path: str) -> bool:
+    """True when `path` is a network namespace (a bind mount or /proc/PID/ns/net, on nsfs).
+
+    A path that merely exists is not enough: every delegate fails on a plain file, its DEL
+    as well, and the attachment could then never be deleted.
+    """
+    try:
+        return Path(path).stat().st_dev == Path("/proc/thread-self/ns/net").stat().st_dev
+    except OSError:
+        return False
 
 
 def _events(
