@@ -1,0 +1,1 @@
+"""Bad input battery: every malformed input refused with the right CNI code, nothing changed."""
