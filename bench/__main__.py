@@ -20,6 +20,7 @@ from bench import report
 REGISTRY: Final[dict[str, str]] = {
     "store": "bench.store",  # event store: durable append throughput, replay, start-up
     "cni": "bench.cni",  # ADD/DEL through the shim vs the same delegates exec'd directly
+    "burst": "bench.burst",  # 250 concurrent ADDs (node after reboot): failures, peak RSS, p99
 }
 
 
