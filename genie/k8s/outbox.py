@@ -163,12 +163,12 @@ class Outbox:
         if room <= 0:
             return []
         due = [
-            att.container_id
+            att
             for att in self._store.state.attachments.values()
             if att.annotation_pending and att.container_id not in self._in_flight
         ]
-        due.sort(key=lambda cid: self._store.state.attachments[cid].version)
-        return due[:room]
+        due.sort(key=lambda att: att.updated_at)  # the longest waiting first
+        return [att.container_id for att in due[:room]]
 
     async def _publish(self, cid: str) -> None:
         retrying = tenacity.AsyncRetrying(
@@ -205,14 +205,15 @@ class Outbox:
         )
 
     async def _attempt(self, cid: str) -> None:
+        """One try; raises _RetryError when it should be tried again after a backoff."""
         att = self._store.state.attachments.get(cid)
         if att is None or not att.annotation_pending:
             return
         if att.phase is not st.Phase.ATTACHED:
-            await self._record(cid, ev.AnnotationAbandoned(reason=f"sandbox is {att.phase}"))
+            await self._abandon(cid, f"sandbox is {att.phase}")  # a DEL began: too late
             return
         if not att.pod.name:
-            await self._record(cid, ev.AnnotationAbandoned(reason="no pod name in CNI_ARGS"))
+            await self._abandon(cid, "no pod name in CNI_ARGS")
             return
         values = ann.build(att)
         try:
@@ -225,18 +226,19 @@ class Outbox:
                 )
         except RETRIED as exc:
             raise _RetryError(f"pod {att.pod}") from exc
-        except k8s_errors.KubernetesError as exc:
-            outcome = None
-            reason = f"the API server refused the patch of pod {att.pod}: {exc}"
+        except k8s_errors.KubernetesError as exc:  # a 4xx that the same patch will get again
+            await self._abandon(cid, f"the API server refused the patch of pod {att.pod}: {exc}")
+            return
         if outcome is Outcome.PATCHED:
             if await self._record(cid, ev.AnnotationPublished(annotations=values)):
                 self.published += 1
                 log.info("pod %s: annotations published (container %s)", att.pod, cid)
-            return
-        if outcome is Outcome.POD_GONE:
-            reason = f"pod {att.pod} is gone"
-        elif outcome is Outcome.POD_REPLACED:
-            reason = f"pod {att.pod} was replaced (its UID is not {att.pod.uid})"
+        elif outcome is Outcome.POD_GONE:
+            await self._abandon(cid, f"pod {att.pod} is gone")
+        else:
+            await self._abandon(cid, f"pod {att.pod} was replaced (its UID is not {att.pod.uid})")
+
+    async def _abandon(self, cid: str, reason: str) -> None:
         if await self._record(cid, ev.AnnotationAbandoned(reason=reason)):
             self.abandoned += 1
             log.info("write-back for container %s abandoned: %s", cid, reason)

@@ -315,3 +315,33 @@ async def test_many_pods_bounded_concurrency(
         on_pod = await kube.pod_annotations(namespace=p.namespace, name=p.name)
         assert json.loads(on_pod[ann.MULTI_IP_KEY])["multi_entry"] == 3
     print(f"\n40 write-backs, concurrency 4: {took:.2f}s ({took / 40 * 1000:.1f} ms each)")
+
+
+async def test_a_patch_the_api_server_refuses_is_abandoned_not_retried(
+    kube: kube_mod.Kube,
+    namespace: str,
+    node_name: str,
+    store: recorder.EventStore,
+    agent_client: k8s_client.Client,
+) -> None:
+    pod = await make_pod(kube, namespace=namespace, node=node_name)
+    # 6000 addresses: both annotations together exceed the API's 256 KiB annotation limit
+    addresses = [f"10.{i // 250 % 250}.{i % 250}.{i // 62500 + 2}/8" for i in range(6000)]
+    att = await kit.attach(
+        store, pod=pod, networks=[("huge", "eth0", kit.bridge_result("eth0", *addresses))]
+    )
+    counting = CountingPatcher(outbox_mod.ApiPodPatcher(agent_client))
+    box = make_outbox(store, agent_client, patcher=counting)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(box.run)
+        await kit.wait_until(lambda: settled(store, att.container_id))
+        tg.cancel_scope.cancel()
+
+    abandoned = await last_event(store, att.container_id)
+    assert isinstance(abandoned, ev.AnnotationAbandoned)
+    assert "refused" in abandoned.reason
+    assert "Too long" in abandoned.reason
+    assert counting.calls == 1
+    on_pod = await kube.pod_annotations(namespace=namespace, name=pod.name)
+    assert not set(on_pod) & set(ann.KEYS)
