@@ -146,6 +146,7 @@ async def test_publishes_every_address_and_keeps_other_annotations(
     assert store.state.attachments[att.container_id].annotations == published.annotations
     assert box.published == 1
     assert took < 5, f"write-back took {took:.2f}s"
+    print(f"\nnotify -> AnnotationPublished committed: {took * 1000:.0f} ms")
 
 
 async def test_recreated_pod_is_abandoned_not_written(
