@@ -18,9 +18,10 @@ import anyio
 from aiohttp import web
 
 from genie.cni import wire
+from genie.daemon import cluster, server
 from genie.daemon import config as agent_config
 from genie.daemon import metrics as agent_metrics
-from genie.daemon import server
+from genie.k8s import client as k8s_client
 from genie.networks import registry as net_registry
 from genie.pods import source as pod_source
 from genie.pods import static_dir
@@ -58,43 +59,69 @@ class Agent:
     async def serve(self) -> int:
         cfg = self.config
         async with contextlib.AsyncExitStack() as stack:
+            networks = net_registry.NetworkRegistry(cfg.net_dir)
+            kube = await self._cluster(stack, networks)
             store = await recorder.EventStore.open(cfg.db, snapshot_every=cfg.snapshot_every)
             stack.push_async_callback(store.close)
             self.metrics.watch_event_log(lambda: store.state.last_seq)
-            self.services = context.Services(
-                store=store,
-                networks=net_registry.NetworkRegistry(cfg.net_dir),
-                pods=self._pod_source(),
-                runner=delegates.DelegateRunner(
-                    cni_path=cfg.cni_path,
-                    timeout=cfg.delegate_timeout,
-                    max_concurrency=cfg.max_delegates,
-                ),
-                locks=keyed_lock.KeyedLock(),
-                default_network=cfg.default_network,
-                ready=self.ready,
-            )
             log.info(
                 "event log %s loaded: %d live attachments, last seq %d",
                 cfg.db,
                 len(store.state.attachments),
                 store.state.last_seq,
             )
-            done, left = await recovery.recover(self.services)
-            if done or left:
-                log.info("recovery: %d unfinished operations settled, %d left for DEL", done, left)
-            self._loaded = True
-            await stack.enter_async_context(self._socket_site())
-            if cfg.metrics_addr:
-                await stack.enter_async_context(self._metrics_site(cfg.metrics_addr))
-            log.info("serving CNI on %s", cfg.socket)
             async with anyio.create_task_group() as tg:
+                if kube is not None:
+                    kube.start_watches(tg)
+                self.services = context.Services(
+                    store=store,
+                    networks=networks,
+                    pods=kube.pods if kube is not None else self._pod_source(),
+                    runner=delegates.DelegateRunner(
+                        cni_path=cfg.cni_path,
+                        timeout=cfg.delegate_timeout,
+                        max_concurrency=cfg.max_delegates,
+                    ),
+                    locks=keyed_lock.KeyedLock(),
+                    default_network=cfg.default_network,
+                    ready=self.ready,
+                    attachment_definitions=kube.attachment_definitions if kube else None,
+                    observer=kube,
+                    require_pod=kube is not None,
+                )
+                done, left = await recovery.recover(self.services)
+                if done or left:
+                    log.info("recovery: %d operations settled, %d left for DEL", done, left)
+                if kube is not None:
+                    kube.start_write_back(tg, self.services, pod_gone_grace=cfg.pod_gone_grace)
+                self._loaded = True
                 tg.start_soon(self._watch_signals)
-                await self._stop.wait()
+                async with contextlib.AsyncExitStack() as sites:
+                    await sites.enter_async_context(self._socket_site())
+                    if cfg.metrics_addr:
+                        await sites.enter_async_context(self._metrics_site(cfg.metrics_addr))
+                    log.info("serving CNI on %s", cfg.socket)
+                    await self._stop.wait()
+                    await self._drain()
                 tg.cancel_scope.cancel()
-            await self._drain()
         log.info("stopped")
         return 0
+
+    async def _cluster(
+        self, stack: contextlib.AsyncExitStack, networks: net_registry.NetworkRegistry
+    ) -> cluster.Cluster | None:
+        """The Kubernetes side when a kubeconfig or in-cluster config is there, else None."""
+        client = await k8s_client.connect(kubeconfig=self.config.kubeconfig)
+        if client is None:
+            return None
+        stack.push_async_callback(client.close)
+        if not self.config.node_name:
+            raise agent_config.ConfigError("with Kubernetes, --node-name (or NODE_NAME) is needed")
+        log.info("Kubernetes API %s, node %s", client.host, self.config.node_name)
+        kube = cluster.Cluster(client, node_name=self.config.node_name, networks=networks)
+        stack.callback(kube.events.close)  # its queue, also when its task never started
+        kube.export(self.metrics)
+        return kube
 
     def _pod_source(self) -> pod_source.PodSource:
         if self.config.pods_dir is not None:

@@ -31,5 +31,12 @@ def run(args: argparse.Namespace) -> int:
     import anyio  # keep `genie --help` light
 
     from genie.daemon import agent
+    from genie.k8s import client as k8s_client
+    from genie.store import errors as store_errors
 
-    return anyio.run(agent.Agent(cfg).serve)
+    try:
+        return anyio.run(agent.Agent(cfg).serve)
+    except (agent_config.ConfigError, k8s_client.ConfigError, store_errors.StoreError) as exc:
+        logging.getLogger("genie.agent").error("cannot start: %s", exc)
+        print(f"genie: {exc}", file=sys.stderr)
+        return 2

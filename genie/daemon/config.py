@@ -36,6 +36,7 @@ class AgentConfig:
     max_delegates: int = 64  # plugin processes running at once, node-wide
     max_requests: int = 128  # CNI requests served at once; more wait (burst after reboot)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for in-flight operations
+    pod_gone_grace: float = 60.0  # seconds a deleted pod's runtime has to DEL before genie does
     snapshot_every: int = 10_000
     log_level: str = "INFO"
 
@@ -112,7 +113,7 @@ def _coerce(name: str, value: Any) -> Any:
             case "cni_path":
                 parts: Sequence[Any] = value.split(":") if isinstance(value, str) else value
                 return tuple(Path(str(p)) for p in parts if str(p))
-            case "delegate_timeout" | "shutdown_grace":
+            case "delegate_timeout" | "shutdown_grace" | "pod_gone_grace":
                 number = float(value)
                 if number <= 0:
                     raise ValueError("must be positive")

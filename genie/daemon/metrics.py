@@ -50,20 +50,36 @@ class AgentMetrics:
 
     def watch_event_log(self, last_seq: Callable[[], int]) -> None:
         """Export the log's global sequence as the count of events appended (read at scrape)."""
-        self.registry.register(_EventLogCollector(last_seq))
+        self.read_at_scrape(
+            "genie_events_appended",
+            "Events committed to the attachment log (global sequence).",
+            last_seq,
+            counter=True,
+        )
+
+    def read_at_scrape(
+        self, name: str, doc: str, value: Callable[[], float], *, counter: bool = False
+    ) -> None:
+        """A metric whose value another component keeps; read when Prometheus scrapes."""
+        self.registry.register(_ReadAtScrape(name, doc, value, counter=counter))
 
     def exposition(self) -> bytes:
         data: bytes = prom.generate_latest(self.registry)
         return data
 
 
-class _EventLogCollector(prom_registry.Collector):
-    def __init__(self, last_seq: Callable[[], int]) -> None:
-        self._last_seq = last_seq
+class _ReadAtScrape(prom_registry.Collector):
+    def __init__(self, name: str, doc: str, value: Callable[[], float], *, counter: bool) -> None:
+        self._name = name
+        self._doc = doc
+        self._value = value
+        self._counter = counter
 
     def collect(self) -> Iterator[prom_core.Metric]:
-        family = prom_core.CounterMetricFamily(
-            "genie_events_appended", "Events committed to the attachment log (global sequence)."
-        )
-        family.add_metric([], float(self._last_seq()))
+        family: prom_core.Metric
+        if self._counter:
+            family = prom_core.CounterMetricFamily(self._name, self._doc)
+        else:
+            family = prom_core.GaugeMetricFamily(self._name, self._doc)
+        family.add_metric([], float(self._value()))
         yield family

@@ -50,52 +50,64 @@ async def add(svc: context.Services, req: wire.CniRequest) -> dict[str, Any]:
                 f"CNI_NETNS {req.netns} does not exist or is not a network namespace",
             )
         ref = pod_ref(req)
-        annotations = await _annotations(svc, ref)
-        requests = selection.select_networks(
-            annotations,
-            default_network=svc.default_network,
-            primary_ifname=req.ifname,
-            pod=str(ref),
+        try:
+            return await _add_new(svc, req, ref)
+        except errors.CniError as exc:
+            if svc.observer is not None and ref.name:
+                svc.observer.add_failed(ref, exc.msg)
+            raise
+
+
+async def _add_new(svc: context.Services, req: wire.CniRequest, ref: ev.PodRef) -> dict[str, Any]:
+    """ADD of a sandbox with nothing recorded (caller holds its lock)."""
+    annotations = await _annotations(svc, ref)
+    requests = selection.select_networks(
+        annotations,
+        default_network=svc.default_network,
+        primary_ifname=req.ifname,
+        pod=str(ref),
+    )
+    plans = plan.plan_delegates(
+        requests,
+        registry=svc.networks,
+        pod=str(ref),
+        pod_namespace=ref.namespace,
+        attachment_definitions=svc.attachment_definitions,
+    )
+    plans = tuple(_with_runtime_args(p, req.args) for p in plans)
+    _check_plugins(svc, plans, pod=ref)
+    stream = cursor.StreamCursor(svc.store, req.container_id, recorder.NOT_LIVE)
+    await stream.append(
+        ev.AddRequested(
+            pod=ref,
+            netns=req.netns,
+            runtime_cni_version=req.cni_version,
+            delegates=plans,
+            ifname=req.ifname,
         )
-        plans = plan.plan_delegates(requests, registry=svc.networks, pod=str(ref))
-        plans = tuple(_with_runtime_args(p, req.args) for p in plans)
-        _check_plugins(svc, plans, pod=ref)
-        stream = cursor.StreamCursor(svc.store, req.container_id, recorder.NOT_LIVE)
-        await stream.append(
-            ev.AddRequested(
-                pod=ref,
-                netns=req.netns,
-                runtime_cni_version=req.cni_version,
-                delegates=plans,
-                ifname=req.ifname,
-            )
-        )
-        outcomes = await _run_delegates(svc, plans, container_id=req.container_id, netns=req.netns)
-        recorded = _outcome_events(plans, outcomes)
-        failure = next(
-            ((p, o.error) for p, o in zip(plans, outcomes, strict=True) if o.error), None
-        )
-        if failure is None:
-            try:
-                merged = results.merge(
-                    [o.result or {} for o in outcomes], to_version=req.cni_version
-                )
-            except errors.CniError as exc:
-                failure = (plans[0], exc)
-            else:
-                await stream.append(*recorded, ev.AddCompleted(result=merged))
-                log.info(
-                    "ADD %s container %s: %s", ref, req.container_id, _summary(plans, outcomes)
-                )
-                return merged
-        failed_plan, error = failure
-        await stream.append(*recorded)
-        reason = f"network {failed_plan.network} ({failed_plan.ifname}): {error.msg}"
-        log.error("ADD %s container %s failed on %s; rolling back", ref, req.container_id, reason)
-        await release.roll_back(svc, stream, reason=reason)
-        raise errors.CniError(
-            error.code, f"ADD for pod {ref} failed on {reason}; rolled back", error.details
-        )
+    )
+    outcomes = await _run_delegates(svc, plans, container_id=req.container_id, netns=req.netns)
+    recorded = _outcome_events(plans, outcomes)
+    failure = next(((p, o.error) for p, o in zip(plans, outcomes, strict=True) if o.error), None)
+    if failure is None:
+        try:
+            merged = results.merge([o.result or {} for o in outcomes], to_version=req.cni_version)
+        except errors.CniError as exc:
+            failure = (plans[0], exc)
+        else:
+            await stream.append(*recorded, ev.AddCompleted(result=merged))
+            if svc.observer is not None:
+                svc.observer.attached(svc.store.state.attachments[req.container_id])
+            log.info("ADD %s container %s: %s", ref, req.container_id, _summary(plans, outcomes))
+            return merged
+    failed_plan, error = failure
+    await stream.append(*recorded)
+    reason = f"network {failed_plan.network} ({failed_plan.ifname}): {error.msg}"
+    log.error("ADD %s container %s failed on %s; rolling back", ref, req.container_id, reason)
+    await release.roll_back(svc, stream, reason=reason)
+    raise errors.CniError(
+        error.code, f"ADD for pod {ref} failed on {reason}; rolled back", error.details
+    )
 
 
 def _repeated_add(att: st.Attachment, req: wire.CniRequest) -> dict[str, Any]:
@@ -114,7 +126,11 @@ async def _annotations(svc: context.Services, ref: ev.PodRef) -> dict[str, str]:
         return {}
     try:
         pod = await svc.pods.get(namespace=ref.namespace, name=ref.name, uid=ref.uid)
-    except pods.PodNotFoundError:
+    except pods.PodNotFoundError as exc:
+        if svc.require_pod:
+            raise errors.CniError(
+                errors.INVALID_ENV, f"pod {ref} (uid {ref.uid or '?'}) does not exist: {exc}"
+            ) from exc
         log.info("pod %s is not known to the pod source: default network only", ref)
         return {}
     except pods.PodSourceUnavailableError as exc:

@@ -39,9 +39,15 @@ class Node:
         self._namespaces: list[str] = []
         self.agent: agent_proc.AgentProcess | None = None
         self.conflist: dict[str, Any] = {}
+        self._agent_flags: tuple[str, tuple[str, ...]] = ("net-a", ())
 
     # -- set-up -----------------------------------------------------------------------
     def start(self, *, default_network: str = "net-a", extra_args: tuple[str, ...] = ()) -> None:
+        self.prepare()
+        self.start_agent(default_network=default_network, extra_args=extra_args)
+
+    def prepare(self) -> None:
+        """The node namespace and the installed shim, without the agent yet."""
         self._namespaces.append(self.name)
         netns.create(self.name)
         subprocess.run(
@@ -61,11 +67,11 @@ class Node:
             capture_output=True,
         )
         self.conflist = json.loads((self.conf_dir / "00-genie.conflist").read_text())
-        self.start_agent(default_network=default_network, extra_args=extra_args)
 
     def start_agent(
         self, *, default_network: str = "net-a", extra_args: tuple[str, ...] = ()
     ) -> None:
+        self._agent_flags = (default_network, extra_args)
         self.agent = agent_proc.AgentProcess(
             socket_path=self.socket,
             netns=netns.NETNS_DIR / self.name,
@@ -86,6 +92,12 @@ class Node:
         )
         self.agent.start()
         self.agent.wait_ready()
+
+    def restart_agent(self) -> None:
+        """Stop the agent (SIGTERM) and start it again with the same flags."""
+        default_network, extra_args = self._agent_flags
+        self.stop_agent()
+        self.start_agent(default_network=default_network, extra_args=extra_args)
 
     def stop_agent(self) -> int:
         code = self.agent.stop() if self.agent else 0
