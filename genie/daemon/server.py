@@ -73,6 +73,7 @@ def build_app(
         try:
             with anyio.fail_after(BODY_TIMEOUT):
                 body = await request.read()
+            cni_version = wire.request_version(body)  # for an error reply if decoding fails
             req = wire.decode_request(body)
             cni_version = req.cni_version or versions.LATEST
             if draining():
