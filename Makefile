@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping procps util-linux etcd-server openssl
+APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping procps util-linux etcd-server openssl \
+	containerd runc gcc libc6-dev
 # kube-apiserver for the Kubernetes tests: built once from Debian's source package, cached here
 K8S_CACHE ?= /var/cache/genie-k8s
 STAMP_APT := $(VENV)/.apt-done
