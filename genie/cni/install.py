@@ -40,6 +40,7 @@ _CHECK_TIMEOUT: Final = 20.0
 _MAX_CHECK_OUTPUT: Final = 64 * 1024  # of stdout and of stderr: a VERSION answer is ~100 bytes
 _MAX_SYMLINKS: Final = 40  # as the kernel (ELOOP)
 _CHECK_PATH: Final = "/usr/sbin:/usr/bin:/sbin:/bin"
+_CHROOT_FAILED: Final = 125  # coreutils chroot's exit status when chroot(2) itself fails
 
 
 class InstallError(Exception):
@@ -102,6 +103,10 @@ def _check_python(python: str) -> None:
 
 class _CheckFailedError(Exception):
     """The shim's VERSION check did not give the expected answer; the message says why."""
+
+    def __init__(self, why: str, *, status: int | None = None) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 def _run_bounded(argv: list[str], *, data: bytes) -> tuple[int, bytes, bytes]:
@@ -174,7 +179,8 @@ def _check_version_answer(argv: list[str]) -> None:
     expected = {"cniVersion": versions.LATEST, "supportedVersions": list(versions.SUPPORTED)}
     if status != 0 or answer != expected:
         lines = err.decode("utf-8", "replace").strip().splitlines()
-        raise _CheckFailedError(lines[-1][:200] if lines else f"exit {status}, output {out[:80]!r}")
+        why = lines[-1][:200] if lines else f"exit {status}, output {out[:80]!r}"
+        raise _CheckFailedError(why, status=status)
 
 
 def _verify(path: pathlib.Path, *, python: str) -> None:
@@ -236,6 +242,10 @@ def _check_host_python(root: pathlib.Path, *, python: str, text: str) -> None:
     try:
         _check_version_answer(["chroot", str(root), python, "-IS", "-c", text])
     except _CheckFailedError as exc:
+        if exc.status == _CHROOT_FAILED:
+            raise InstallError(
+                f"cannot chroot into --host-root {root} (it needs CAP_SYS_CHROOT): {exc}"
+            ) from exc
         raise fail(f"{python} under {root} does not run the shim: {exc}") from exc
 
 

@@ -418,3 +418,62 @@ def test_shim_min_python_is_true(
     assert run_cli(*argv, "--python", older) == 2
     assert "TypeError" in host_root_error(capsys)
     assert_nothing_written(bin_dir, conf_dir)
+
+
+INIT_CONTAINER = """
+set -e
+mount --rbind / "$HOST"
+mount -o remount,bind,ro "$HOST"
+mount --bind "$BIN" "$HOST$BIN"
+mount --bind "$NETD" "$HOST$NETD"
+exec setpriv --bounding-set "-all$CAPS" --inh-caps -all "$@"
+"""
+
+
+@needs_host_python
+@pytest.mark.parametrize("caps", ["+sys_chroot", ""])
+def test_host_root_as_the_init_container_runs_it(short_dir: pathlib.Path, caps: str) -> None:
+    """As deploy/daemonset.yaml sets it up: the host's / read-only at /host with the two CNI
+    dirs writable on top, and no capability but SYS_CHROOT (without it: a clear error)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (a private mount namespace)")
+    host, bin_dir, net_dir = short_dir / "host", short_dir / "bin", short_dir / "netd"
+    for d in (host, bin_dir, net_dir):
+        d.mkdir()
+    env = {
+        "HOST": str(host),
+        "BIN": str(bin_dir),
+        "NETD": str(net_dir),
+        "CAPS": f",{caps}" if caps else "",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    genie = [sys.executable, "-m", "genie.cli", "install-cni", "--host-root", str(host)]
+    genie += ["--bin-dir", f"{host}{bin_dir}", "--conf-dir", f"{host}{net_dir}"]
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            INIT_CONTAINER,
+            "sh",
+            *genie,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if caps:
+        assert done.returncode == 0, done.stderr
+        assert (bin_dir / "genie").read_text().startswith(f"#!{HOST_PYTHON} -IS\n")
+        assert version_answer(bin_dir / "genie") == VERSION_ANSWER
+        assert (net_dir / "00-genie.conflist").is_file()
+    else:
+        assert done.returncode == 2
+        assert "cannot chroot into --host-root" in done.stderr
+        assert "CAP_SYS_CHROOT" in done.stderr
+        assert list(bin_dir.iterdir()) == list(net_dir.iterdir()) == []
