@@ -1,0 +1,1 @@
+"""Tests of deploy/: manifests and Dockerfile agree with each other, genie and Kubernetes."""
