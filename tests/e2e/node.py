@@ -50,6 +50,10 @@ class Node:
         """The node namespace and the installed shim, without the agent yet."""
         self._namespaces.append(self.name)
         netns.create(self.name)
+        self.install_shim()
+
+    def install_shim(self) -> None:
+        """`genie install-cni` into this node's dirs, as the DaemonSet's init container runs it."""
         subprocess.run(
             [
                 sys.executable,
