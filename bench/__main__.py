@@ -21,6 +21,7 @@ REGISTRY: Final[dict[str, str]] = {
     "store": "bench.store",  # event store: durable append throughput, replay, start-up
     "cni": "bench.cni",  # ADD/DEL through the shim vs the same delegates exec'd directly
     "burst": "bench.burst",  # 250 concurrent ADDs (node after reboot): failures, peak RSS, p99
+    "k8s": "bench.k8s",  # ADD with the pod cached vs a GET per call; API requests per pod
 }
 
 

@@ -49,6 +49,8 @@ def _serve(listener: socket.socket, target_port: int, stop: threading.Event) -> 
             inbound.close()
             continue
         outbound.settimeout(None)
+        for sock in (inbound, outbound):  # relay each write at once: no delayed-ACK stalls
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pair = _Pair(inbound, outbound)
         for a, b in ((inbound, outbound), (outbound, inbound)):
             threading.Thread(target=pair.pump, args=(a, b), daemon=True).start()
