@@ -89,10 +89,11 @@ def _percentile(samples: Sequence[float], q: float) -> float:
 
 def run(*, quick: bool, workdir: Path) -> list[report.Measurement]:
     pods = 100 if quick else 250
-    with cni.bench_node(workdir) as node, memcg.child("genie-burst") as group:
+    with (
+        memcg.child("genie-burst") as group,
+        cni.bench_node(workdir, memory_group=group) as node,
+    ):
         pid = agent_pid(node.socket)
-        if group is not None:
-            group.adopt(pid)
         rss_idle = status_kib(pid, "VmRSS") / 1024
         sandboxes = []
         for i in range(pods):

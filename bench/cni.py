@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from bench import report
+from bench import memcg, report
 from genie.demo import agent_proc, netns, runtime
 
 DEBIAN_CNI = Path("/usr/lib/cni")
@@ -157,7 +157,9 @@ def _finish(proc: subprocess.Popen[bytes], command: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_node(workdir: Path | None = None) -> Iterator[Bench]:
+def bench_node(
+    workdir: Path | None = None, *, memory_group: memcg.MemoryCgroup | None = None
+) -> Iterator[Bench]:
     root = Path(tempfile.mkdtemp(prefix="genie-bench-", dir=workdir))
     bench = Bench(root)
     agent: agent_proc.AgentProcess | None = None
@@ -203,7 +205,8 @@ def bench_node(workdir: Path | None = None) -> Iterator[Bench]:
                 "WARNING",
             ],
         )
-        agent.start()
+        with memory_group.spawning() if memory_group else contextlib.nullcontext():
+            agent.start()
         agent.wait_ready()
         with netns.enter(bench.node):  # direct plugin runs happen "on the node" too
             yield bench

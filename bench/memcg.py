@@ -2,8 +2,8 @@
 
 The DaemonSet's memory limit applies to the container's cgroup: the agent and every plugin
 process it execs, page cache included. VmHWM of the agent alone misses the plugins. This
-makes a child of the bench's own memory cgroup (v1 or v2), moves the agent into it (its
-plugins are born there) and reads the cgroup's peak usage. Nothing here is needed by genie.
+makes a child of the bench's own memory cgroup (v1 or v2), starts the agent in it (its
+plugins are born there too) and reads the cgroup's peak usage. Nothing here is needed by genie.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ class MemoryCgroup:
         self.path = path
         self.v2 = v2
 
-    def adopt(self, pid: int) -> None:
-        """Move `pid` in with its charged memory (v1 needs move_charge_at_immigrate)."""
-        if not self.v2:
-            (self.path / "memory.move_charge_at_immigrate").write_text("3")
-        (self.path / "cgroup.procs").write_text(str(pid))
-        if not self.v2:
-            (self.path / "memory.max_usage_in_bytes").write_text("0")  # peak from now on
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Processes this one starts inside the block are born in the group (and stay)."""
+        own = (self.path.parent / "cgroup.procs", str(os.getpid()))
+        (self.path / "cgroup.procs").write_text(own[1])
+        try:
+            yield
+        finally:
+            own[0].write_text(own[1])
 
     def peak_mib(self) -> float:
         name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
