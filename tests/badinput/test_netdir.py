@@ -4,7 +4,10 @@ delegates (script plugins in the node's plugins dir) that print garbage or nothi
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +137,37 @@ def test_delegate_printing_garbage_or_nothing_is_rolled_back(
         assert node.cni("DEL", sandbox).exit_code == 0
     finally:
         (node.net_dir / f"40-{plugin}.conf").unlink()
+
+
+def test_delegate_hanging_past_its_timeout_is_killed_and_rolled_back(tmp_path: Path) -> None:
+    """A plugin stuck mid-ADD (a wedged DHCP or cloud call): killed at delegate-timeout, and
+    the ADD rolled back like any other failure, its real neighbours included."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("delegate-timeout: 2\n")
+    with e2e_node.running_node(tmp_path / "node", extra_args=("--config", str(config))) as n:
+        n.bridge("net-a", octet=215, default_route=True)
+        n.bridge("net-b", octet=216)
+        n.pod("good", {"cni": "net-a,net-b"})
+        pidfile = tmp_path / "hang.pid"
+        plugins.write_script_plugin(
+            n.root / "plugins",
+            "hang",
+            f'if [ "$CNI_COMMAND" = DEL ]; then exit 0; fi\ncat >/dev/null\n'
+            f"echo $$ > {pidfile}\nexec sleep 600",
+        )
+        n.write_network("40-hang.conf", {"cniVersion": "1.0.0", "name": "hang", "type": "hang"})
+        n.pod("stuck", {"cni": "net-a,hang,net-b"})
+        sandbox = n.sandbox("stuck")
+        with kit.rolled_back(n, sandbox.container_id):
+            started = time.monotonic()
+            err = kit.error(n.cni("ADD", sandbox))
+            took = time.monotonic() - started
+            assert truth.links(sandbox.netns) == ["lo"]  # net-a and net-b undone too
+        assert err["code"] == errors.DELEGATE_FAILED, err
+        assert "default/stuck" in err["msg"] and "network hang" in err["msg"], err
+        assert "timed out after 2s" in err["msg"] and "rolled back" in err["msg"], err
+        assert 2 <= took < 20, took
+        hung = int(pidfile.read_text())
+        with pytest.raises(ProcessLookupError):  # killed, not left sleeping
+            os.kill(hung, 0)
+        assert n.cni("DEL", sandbox).exit_code == 0
