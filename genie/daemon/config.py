@@ -70,7 +70,7 @@ def load(args: argparse.Namespace, *, environ: Mapping[str, str] = os.environ) -
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         values.update(_read_file(args.config))
-    if "node_name" not in values and environ.get("NODE_NAME"):
+    if environ.get("NODE_NAME"):  # the environment wins over the file (an empty one does not)
         values["node_name"] = environ["NODE_NAME"]
     for name in _FIELDS:
         flag = getattr(args, name, None)

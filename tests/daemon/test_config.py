@@ -36,12 +36,23 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     assert cfg.net_dir == Path("/x/net.d")
     assert cfg.cni_path == (Path("/a"), Path("/b"))
     assert cfg.default_network == "tenant-a"
-    assert cfg.node_name == "from-file"
+    assert cfg.node_name == "n"  # the environment wins over the file
     assert config.load(_args("--cni-path", "/p:/q"), environ={"NODE_NAME": "n"}).node_name == "n"
     assert config.load(_args("--cni-path", "/p:/q"), environ={}).cni_path == (
         Path("/p"),
         Path("/q"),
     )
+
+
+def test_node_name_precedence_flag_then_env_then_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("node-name: from-file\n")
+    file_only = _args("--config", str(path))
+    assert config.load(file_only, environ={}).node_name == "from-file"
+    assert config.load(file_only, environ={"NODE_NAME": ""}).node_name == "from-file"
+    assert config.load(file_only, environ={"NODE_NAME": "from-env"}).node_name == "from-env"
+    flag = _args("--config", str(path), "--node-name", "from-flag")
+    assert config.load(flag, environ={"NODE_NAME": "from-env"}).node_name == "from-flag"
 
 
 def test_json_config_is_accepted(tmp_path: Path) -> None:
