@@ -81,6 +81,7 @@ class Agent:
                         cni_path=cfg.cni_path,
                         timeout=cfg.delegate_timeout,
                         max_concurrency=cfg.max_delegates,
+                        on_failure=self.metrics.delegate_failed,
                     ),
                     locks=keyed_lock.KeyedLock(),
                     default_network=cfg.default_network,

@@ -48,6 +48,10 @@ class AgentMetrics:
             registry=self.registry,
         )
 
+    def delegate_failed(self, network: str, command: str) -> None:
+        """A delegate chain's ADD, DEL or CHECK failed (network: the operator's config name)."""
+        self.delegate_failures.labels(network, command).inc()
+
     def watch_event_log(self, last_seq: Callable[[], int]) -> None:
         """Export the log's global sequence as the count of events appended (read at scrape)."""
         self.read_at_scrape(

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +42,10 @@ _PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NO_CHECK_VERSIONS: Final = frozenset({"", "0.1.0", "0.2.0", "0.3.0", "0.3.1"})
 
 
+# Told (network name, CNI command) each time a delegate chain's ADD, DEL or CHECK fails.
+FailureHook = Callable[[str, str], None]
+
+
 class DelegateRunner:
     """Executes delegate chains (ADD in order, DEL in reverse, CHECK in order)."""
 
@@ -52,11 +56,13 @@ class DelegateRunner:
         timeout: float = 60.0,
         max_concurrency: int = 64,
         self_type: str = "genie",
+        on_failure: FailureHook | None = None,
     ) -> None:
         self._cni_path = tuple(cni_path)
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._self_type = self_type
+        self._on_failure = on_failure
         if not _DEATH_TIE:
             log.warning("setpriv (util-linux) not found: delegates may outlive a crashed agent")
 
@@ -73,6 +79,19 @@ class DelegateRunner:
         runtime_args: Sequence[tuple[str, str]] = (),
     ) -> dict[str, Any]:
         """Run the chain's ADD in order; each plugin gets the previous one's result."""
+        with self._counting_failure(plan, "ADD"):
+            return await self._add(
+                plan, container_id=container_id, netns=netns, runtime_args=runtime_args
+            )
+
+    async def _add(
+        self,
+        plan: ev.PlannedDelegate,
+        *,
+        container_id: str,
+        netns: str,
+        runtime_args: Sequence[tuple[str, str]],
+    ) -> dict[str, Any]:
         result: dict[str, Any] | None = None
         for plugin in plan.plugins:
             out = await self._exec(
@@ -106,16 +125,17 @@ class DelegateRunner:
         runtime_args: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Run the chain's DEL in reverse; every plugin gets the stored final result."""
-        for plugin in reversed(plan.plugins):
-            await self._exec(
-                "DEL",
-                plan,
-                plugin,
-                prev_result=prev_result,
-                container_id=container_id,
-                netns=netns,
-                runtime_args=runtime_args,
-            )
+        with self._counting_failure(plan, "DEL"):
+            for plugin in reversed(plan.plugins):
+                await self._exec(
+                    "DEL",
+                    plan,
+                    plugin,
+                    prev_result=prev_result,
+                    container_id=container_id,
+                    netns=netns,
+                    runtime_args=runtime_args,
+                )
 
     async def check(
         self,
@@ -129,16 +149,27 @@ class DelegateRunner:
         """Run the chain's CHECK in order with the stored final result (skipped before 0.4.0)."""
         if plan.cni_version in _NO_CHECK_VERSIONS:
             return
-        for plugin in plan.plugins:
-            await self._exec(
-                "CHECK",
-                plan,
-                plugin,
-                prev_result=prev_result,
-                container_id=container_id,
-                netns=netns,
-                runtime_args=runtime_args,
-            )
+        with self._counting_failure(plan, "CHECK"):
+            for plugin in plan.plugins:
+                await self._exec(
+                    "CHECK",
+                    plan,
+                    plugin,
+                    prev_result=prev_result,
+                    container_id=container_id,
+                    netns=netns,
+                    runtime_args=runtime_args,
+                )
+
+    @contextlib.contextmanager
+    def _counting_failure(self, plan: ev.PlannedDelegate, command: str) -> Iterator[None]:
+        """Report a chain that fails with a CNI error (not one cancelled) to `on_failure`."""
+        try:
+            yield
+        except errors.CniError:
+            if self._on_failure is not None:
+                self._on_failure(plan.network, command)
+            raise
 
     # --- one plugin exec ------------------------------------------------------------------
 

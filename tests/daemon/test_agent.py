@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import parser as prom_parser
 
 from genie.demo import agent_proc, netns, runtime
 from tests.e2e import node as e2e_node
@@ -117,6 +118,25 @@ def test_garbage_on_the_socket_does_not_hurt(node: e2e_node.Node) -> None:
     assert agent_proc.get(node.socket, "/readyz")[0] == 200
 
 
+def _scrape(node: e2e_node.Node, port: int) -> str:
+    with netns.enter(node.name):  # the agent's loopback is the node namespace's
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    return text
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of `name` in a scrape, by its sorted label pairs."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in prom_parser.text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def test_metrics_count_requests_and_events(tmp_path: Path) -> None:
     port = _free_port()
     with e2e_node.running_node(tmp_path, extra_args=("--metrics-addr", f"127.0.0.1:{port}")) as n:
@@ -125,16 +145,51 @@ def test_metrics_count_requests_and_events(tmp_path: Path) -> None:
         sandbox = n.sandbox("m")
         assert n.cni("ADD", sandbox).exit_code == 0
         assert n.cni("DEL", sandbox).exit_code == 0
-        with netns.enter(n.name):  # the agent's loopback is the node namespace's
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-            conn.close()
+        text = _scrape(n, port)
     assert 'genie_cni_requests_total{command="ADD",outcome="ok"} 1.0' in text
     assert 'genie_cni_requests_total{command="DEL",outcome="ok"} 1.0' in text
     assert 'genie_cni_request_seconds_count{command="ADD"} 1.0' in text
     assert "genie_events_appended_total 6.0" in text  # 2 commits for ADD, 2 for DEL
     assert "default" not in text.replace('"default"', "")  # no pod names leak into metrics
+
+
+def test_delegate_failures_are_counted_by_network_and_command(tmp_path: Path) -> None:
+    port = _free_port()
+    with e2e_node.running_node(tmp_path, extra_args=("--metrics-addr", f"127.0.0.1:{port}")) as n:
+        n.bridge("net-a", octet=243, default_route=True)
+        plugin_dir = n.root / "plugins"
+        # ADD fails (its rollback DEL succeeds)
+        plugins.write_script_plugin(
+            plugin_dir,
+            "addfails",
+            'cat >/dev/null\n[ "$CNI_COMMAND" = ADD ] && { echo boom >&2; exit 1; }\nexit 0',
+        )
+        # ADD succeeds, CHECK and DEL fail
+        ok = json.dumps(plugins.RESULT)
+        plugins.write_script_plugin(
+            plugin_dir,
+            "delfails",
+            f"cat >/dev/null\ncase $CNI_COMMAND in ADD) printf '%s' '{ok}';; *) exit 1;; esac",
+        )
+        n.write_network("30-bad.conf", {"cniVersion": "1.0.0", "name": "bad", "type": "addfails"})
+        n.write_network(
+            "31-sticky.conf", {"cniVersion": "1.0.0", "name": "sticky", "type": "delfails"}
+        )
+        n.pod("b", {"cni": "net-a,bad"})
+        assert n.cni("ADD", n.sandbox("b")).exit_code == 1
+        n.pod("s", {"cni": "sticky"})
+        sticky = n.sandbox("s")
+        assert n.cni("ADD", sticky).exit_code == 0
+        assert n.cni("CHECK", sticky).exit_code == 1
+        assert n.cni("DEL", sticky).exit_code == 1
+        assert n.cni("DEL", sticky).exit_code == 1
+        text = _scrape(n, port)
+    failures = _samples(text, "genie_delegate_failures_total")
+    assert failures == {
+        (("command", "ADD"), ("network", "bad")): 1.0,
+        (("command", "CHECK"), ("network", "sticky")): 1.0,
+        (("command", "DEL"), ("network", "sticky")): 2.0,
+    }  # and none for net-a: its ADD and its rollback DEL succeeded
 
 
 def test_sigterm_drains_in_flight_adds_then_exits_zero(node: e2e_node.Node) -> None:
