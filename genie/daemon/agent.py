@@ -63,7 +63,9 @@ class Agent:
             kube = await self._cluster(stack, networks)
             store = await recorder.EventStore.open(cfg.db, snapshot_every=cfg.snapshot_every)
             stack.push_async_callback(store.close)
-            self.metrics.watch_event_log(lambda: store.state.last_seq)
+            self.metrics.watch_event_log(
+                last_seq=lambda: store.state.last_seq, live_attachments=lambda: store.live_count
+            )
             log.info(
                 "event log %s loaded: %d live attachments, last seq %d",
                 cfg.db,

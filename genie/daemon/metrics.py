@@ -37,11 +37,6 @@ class AgentMetrics:
             ["network", "command"],
             registry=self.registry,
         )
-        self.attachments = prom.Gauge(
-            "genie_attachments",
-            "Sandboxes with recorded attachments on this node.",
-            registry=self.registry,
-        )
         self.in_flight = prom.Gauge(
             "genie_cni_in_flight",
             "CNI operations in progress.",
@@ -52,13 +47,23 @@ class AgentMetrics:
         """A delegate chain's ADD, DEL or CHECK failed (network: the operator's config name)."""
         self.delegate_failures.labels(network, command).inc()
 
-    def watch_event_log(self, last_seq: Callable[[], int]) -> None:
-        """Export the log's global sequence as the count of events appended (read at scrape)."""
+    def watch_event_log(
+        self, *, last_seq: Callable[[], int], live_attachments: Callable[[], int]
+    ) -> None:
+        """Export the loaded log's state, read at each scrape: the global sequence as the count
+        of events appended, and the live attachments (so whatever changed them, a request,
+        recovery, GC or the pod-gone sweep, and right after a restart, the gauge is the log's).
+        """
         self.read_at_scrape(
             "genie_events_appended",
             "Events committed to the attachment log (global sequence).",
             last_seq,
             counter=True,
+        )
+        self.read_at_scrape(
+            "genie_attachments",
+            "Sandboxes with recorded attachments on this node.",
+            live_attachments,
         )
 
     def read_at_scrape(

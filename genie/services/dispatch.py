@@ -40,7 +40,6 @@ async def handle(
         metrics.in_flight.dec()
         metrics.requests.labels(req.command, outcome).inc()
         metrics.latency.labels(req.command).observe(time.perf_counter() - started)
-        metrics.attachments.set(len(svc.store.state.attachments))
 
 
 async def _route(svc: context.Services, req: wire.CniRequest) -> dict[str, Any] | None:

@@ -133,6 +133,11 @@ class EventStore:
             self._cached = st.NodeState(attachments=dict(self._live), last_seq=self._last_seq)
         return self._cached
 
+    @property
+    def live_count(self) -> int:
+        """How many sandboxes have live attachments as of the last commit (no copy)."""
+        return len(self._live)
+
     async def stream_head(self, stream: str) -> int:
         """The stream's last version: from the state when live, else from the log (0: never)."""
         att = self._live.get(stream)

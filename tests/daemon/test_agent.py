@@ -192,6 +192,40 @@ def test_delegate_failures_are_counted_by_network_and_command(tmp_path: Path) ->
     }  # and none for net-a: its ADD and its rollback DEL succeeded
 
 
+def test_attachments_gauge_is_the_logs_after_restart_and_recovery(tmp_path: Path) -> None:
+    port = _free_port()
+    with e2e_node.running_node(tmp_path, extra_args=("--metrics-addr", f"127.0.0.1:{port}")) as n:
+        n.bridge("net-a", octet=244, default_route=True)
+        plugins.write_script_plugin(
+            n.root / "plugins",
+            "hangs",
+            'cat >/dev/null\n[ "$CNI_COMMAND" = ADD ] && sleep 60\nexit 0',
+        )
+        n.write_network("30-hang.conf", {"cniVersion": "1.0.0", "name": "hang", "type": "hangs"})
+        n.pod("kept", {"cni": "net-a"})
+        n.pod("cut", {"cni": "hang"})
+        assert n.cni("ADD", n.sandbox("kept")).exit_code == 0
+        assert _samples(_scrape(n, port), "genie_attachments") == {(): 1.0}
+        box: dict[str, runtime.PluginReply] = {}
+        cut = n.sandbox("cut")
+        adder = threading.Thread(target=lambda: box.update(add=n.cni("ADD", cut)))
+        adder.start()
+        deadline = time.monotonic() + 10
+        while len(n.state()) < 2:  # the cut ADD is recorded: its delegate hangs
+            assert time.monotonic() < deadline, n.agent_log()
+            time.sleep(0.05)
+        assert n.agent is not None and n.agent.proc is not None
+        n.agent.stop(sig=signal.SIGKILL)
+        adder.join(timeout=10)
+        assert box["add"].exit_code == 1
+        # the new agent rolls "cut" back in recovery; no CNI request reaches it before the scrape
+        n.restart_agent()
+        assert [a["pod"] for a in n.state()] == ["default/kept"]
+        text = _scrape(n, port)
+        assert _samples(text, "genie_attachments") == {(): 1.0}
+        assert _samples(text, "genie_cni_requests_total") == {}
+
+
 def test_sigterm_drains_in_flight_adds_then_exits_zero(node: e2e_node.Node) -> None:
     plugins.write_script_plugin(
         node.root / "plugins",

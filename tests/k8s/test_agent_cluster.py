@@ -216,6 +216,25 @@ async def test_pod_deleted_without_del_is_released(
     assert last["event"] == "Released" and "pod-gone" in json.dumps(last)
 
 
+async def test_attachments_gauge_follows_the_pod_gone_sweep(
+    tmp_path: Path,
+    cluster: apiserver.Cluster,
+    kube: kube_mod.Kube,
+    namespace: str,
+    node_name: str,
+    token: str,
+) -> None:
+    port = _free_port()
+    with cluster_node(tmp_path, cluster, node_name, token, octet=225, metrics_port=port) as node:
+        uid = await _pod(kube, namespace, "swept", node_name, "net-a")
+        assert (await _cni(node, "ADD", _sandbox(node, namespace, "swept", uid)))["exit"] == 0
+        assert "genie_attachments 1.0" in await anyio.to_thread.run_sync(_scrape, node, port)
+        await kube.delete_pod(namespace=namespace, name="swept")  # and the runtime never DELs
+        await kube_mod.eventually(lambda: node.state() == [], within=15, what="pod-gone release")
+        # no CNI request since: the sweep's release alone moves the gauge
+        assert "genie_attachments 0.0" in await anyio.to_thread.run_sync(_scrape, node, port)
+
+
 async def test_two_nodes_each_see_only_their_own_pods(
     tmp_path: Path, kube: kube_mod.Kube, namespace: str, cluster: apiserver.Cluster, token: str
 ) -> None:
