@@ -59,6 +59,8 @@ class Agent:
     async def serve(self) -> int:
         cfg = self.config
         async with contextlib.AsyncExitStack() as stack:
+            if cfg.metrics_addr:  # first: a taken port stops the agent before the log is opened
+                await stack.enter_async_context(self._metrics_site(cfg.metrics_addr))
             networks = net_registry.NetworkRegistry(cfg.net_dir)
             kube = await self._cluster(stack, networks)
             store = await recorder.EventStore.open(cfg.db, snapshot_every=cfg.snapshot_every)
@@ -99,10 +101,7 @@ class Agent:
                     kube.start_write_back(tg, self.services, pod_gone_grace=cfg.pod_gone_grace)
                 self._loaded = True
                 tg.start_soon(self._watch_signals)
-                async with contextlib.AsyncExitStack() as sites:
-                    await sites.enter_async_context(self._socket_site())
-                    if cfg.metrics_addr:
-                        await sites.enter_async_context(self._metrics_site(cfg.metrics_addr))
+                async with self._socket_site():
                     log.info("serving CNI on %s", cfg.socket)
                     await self._stop.wait()
                     await self._drain()
@@ -185,7 +184,10 @@ class Agent:
 
     @contextlib.asynccontextmanager
     async def _metrics_site(self, addr: str) -> AsyncIterator[None]:
-        host, _, port = addr.rpartition(":")
+        try:
+            host, port = agent_config.metrics_listen(addr)
+        except ValueError as exc:  # config.load checked it already
+            raise agent_config.ConfigError(f"metrics-addr {addr}: {exc}") from exc
         app = web.Application()
 
         async def metrics(_request: web.Request) -> web.Response:
@@ -196,7 +198,13 @@ class Agent:
         app.router.add_get("/metrics", metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:  # in use, not a local address, a name that does not resolve
+            await runner.cleanup()
+            raise agent_config.ConfigError(
+                f"metrics-addr {addr}: cannot listen: {exc.strerror or exc}"
+            ) from exc
         log.info("metrics on http://%s/metrics", addr)
         try:
             yield

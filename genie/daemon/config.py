@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -15,6 +18,8 @@ from typing import Any, Final
 import yaml
 
 MAX_CONFIG_BYTES: Final = 256 * 1024
+LOG_LEVELS: Final = frozenset(logging.getLevelNamesMapping())  # DEBUG, INFO, WARNING, ...
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -123,9 +128,39 @@ def _coerce(name: str, value: Any) -> Any:
                 if count <= 0:
                     raise ValueError("must be positive")
                 return count
-            case "default_network" | "metrics_addr":
+            case "default_network":
                 return str(value) if value not in (None, "") else None
+            case "metrics_addr":
+                if value in (None, ""):
+                    return None
+                metrics_listen(str(value))
+                return str(value)
+            case "log_level":
+                level = str(value).upper()
+                if level not in LOG_LEVELS:
+                    raise ValueError("not a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+                return level
             case _:
                 return str(value)
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{_key(name)}: {value!r} is not valid: {exc}") from exc
+
+
+def metrics_listen(addr: str) -> tuple[str, int]:
+    """(host, port) to listen on for `host:port`; empty host = 127.0.0.1, IPv6 as [ADDR]:PORT.
+
+    Raises ValueError for anything that cannot be a TCP listen address. Whether the port is
+    free, and the name resolves to a local address, only binding it tells.
+    """
+    host, sep, port_text = addr.rpartition(":")
+    if not sep:
+        raise ValueError("must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = str(ipaddress.IPv6Address(host[1:-1]))
+    elif ":" in host:
+        raise ValueError("an IPv6 address needs brackets: [ADDR]:PORT")
+    elif host and _HOSTNAME.fullmatch(host) is None:
+        raise ValueError(f"{host!r} is not a host name or address")
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+    return host or "127.0.0.1", int(port_text)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,74 @@ def test_huge_or_missing_config_file(tmp_path: Path) -> None:
         config.load(_args("--config", str(huge)), environ={})
     with pytest.raises(config.ConfigError, match=r"missing\.yaml"):
         config.load(_args("--config", str(tmp_path / "missing.yaml")), environ={})
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--log-level", "LOUD"), "log-level: 'LOUD' is not valid"),
+        (("--metrics-addr", "nope"), "metrics-addr: 'nope' is not valid"),
+        (("--metrics-addr", "127.0.0.1:"), "metrics-addr"),
+        (("--metrics-addr", "127.0.0.1:99999"), "metrics-addr"),
+        (("--metrics-addr", "127.0.0.1:0"), "metrics-addr"),
+        (("--metrics-addr", "::1:9310"), "brackets"),
+        (("--metrics-addr", "bad host:9310"), "metrics-addr"),
+    ],
+)
+def test_bad_log_level_and_metrics_addr_are_config_errors(
+    flags: tuple[str, str], needle: str
+) -> None:
+    with pytest.raises(config.ConfigError, match=needle):
+        config.load(_args(*flags), environ={})
+
+
+def test_log_level_and_metrics_addr_forms(tmp_path: Path) -> None:
+    assert config.load(_args("--log-level", "debug"), environ={}).log_level == "DEBUG"
+    path = tmp_path / "agent.yaml"
+    path.write_text("log-level: warning\nmetrics-addr: ':9310'\n")
+    cfg = config.load(_args("--config", str(path)), environ={})
+    assert cfg.log_level == "WARNING"
+    assert config.metrics_listen(cfg.metrics_addr or "") == ("127.0.0.1", 9310)
+    assert config.metrics_listen("[::1]:9310") == ("::1", 9310)
+    assert config.metrics_listen("localhost:80") == ("localhost", 80)
+
+
+def _agent(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`genie agent` on scratch paths, without Kubernetes; returns once it has exited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    paths = ["--db", str(tmp_path / "events.db"), "--socket", str(tmp_path / "genie.sock")]
+    return subprocess.run(
+        [sys.executable, "-m", "genie.cli", "agent", *paths, "--net-dir", str(tmp_path), *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--log-level", "LOUD"), ("--metrics-addr", "nope"), ("--metrics-addr", "127.0.0.1:65536")],
+)
+def test_agent_refuses_bad_values_before_opening_the_log(
+    tmp_path: Path, flags: tuple[str, str]
+) -> None:
+    out = _agent(tmp_path, *flags)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"genie: {flags[0][2:]}: "), out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "events.db").exists()
+
+
+def test_agent_with_its_metrics_port_taken_exits_2_before_opening_the_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _agent(tmp_path, "--metrics-addr", f"127.0.0.1:{port}")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith(f"genie: metrics-addr 127.0.0.1:{port}: cannot listen: "), last
+    assert not (tmp_path / "events.db").exists()  # the log was not opened, nothing recovered
