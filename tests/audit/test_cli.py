@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from genie import cli
-from genie.audit import render
+from genie.audit import render, verify
 from genie.domain import codec
 from genie.domain import events as ev
 from genie.domain import state as st
@@ -164,15 +166,21 @@ def test_replay_verify_passes_on_a_clean_log(log: tuple[Path, float]) -> None:
     assert "replay verified: 18 events" in done.stdout
 
 
-def _tamper_snapshot(db: Path) -> int:
-    """Test-only: add a snapshot (where there is none) that claims a wrong phase for pod a."""
+def _wrong_phase(att: st.Attachment) -> st.Attachment:
+    fields = {name: getattr(att, name) for name in st.Attachment.__dataclass_fields__}
+    return st.Attachment(**{**fields, "phase": "deleting"})
+
+
+def _tamper_snapshot(
+    db: Path, change: Callable[[st.Attachment], st.Attachment] = _wrong_phase
+) -> int:
+    """Test-only: add a snapshot (where there is none) with pod a's attachment `change`d
+    (by default: a wrong phase)."""
     taken = {seq for (seq,) in helpers.rows(db, "SELECT seq FROM snapshots")}
     at = max(set(range(5, 19)) - taken)
     good = asyncio.run(_state_at(db, at))
-    att = good.attachments[A]
-    fields = {name: getattr(att, name) for name in st.Attachment.__dataclass_fields__}
     bad = st.NodeState(
-        attachments={**good.attachments, A: st.Attachment(**{**fields, "phase": "deleting"})},
+        attachments={**good.attachments, A: change(good.attachments[A])},
         last_seq=at,
     )
     helpers.execute(
@@ -196,6 +204,43 @@ def test_replay_verify_reports_a_wrong_snapshot(log: tuple[Path, float]) -> None
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"genie: replay mismatch: snapshot at seq {at}:")
     assert f"['{A}']['phase']: snapshot 'deleting' != replay 'attached'" in done.stderr
+
+
+def test_replay_verify_names_the_element_inside_tuples(log: tuple[Path, float]) -> None:
+    db, _ = log
+
+    def wrong_ifname(att: st.Attachment) -> st.Attachment:  # delegates and plugins are tuples
+        second = att.delegates[1]
+        plan = dataclasses.replace(second.plan, ifname="eth9")
+        return dataclasses.replace(
+            att, delegates=(att.delegates[0], dataclasses.replace(second, plan=plan))
+        )
+
+    at = _tamper_snapshot(db, wrong_ifname)
+    done = _genie("replay", "--db", str(db), "--verify")
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"genie: replay mismatch: snapshot at seq {at}: state['attachments']['{A}']"
+        "['delegates'][1]['plan']['ifname']: snapshot 'eth9' != replay 'eth1'\n"
+    )
+
+
+def test_first_difference_descends_tuples_lists_mappings_and_dataclasses() -> None:
+    pod = ev.PodRef(namespace="ns", name="web", uid="u")
+    same = {"k": [(1, {"x": pod})]}
+    assert verify.first_difference(same, {"k": [(1, {"x": pod})]}) == ""
+    assert (
+        verify.first_difference((1, (2, 3)), (1, (2, 4))) == "state[1][1]: snapshot 3 != replay 4"
+    )
+    assert verify.first_difference([1, (2, 3)], (1, [2, 3])) == ""  # a list is a tuple here
+    moved = {"k": [(1, {"x": dataclasses.replace(pod, name="db")})]}
+    assert verify.first_difference(same, moved) == (
+        "state['k'][0][1]['x'].name: snapshot 'web' != replay 'db'"
+    )
+    assert verify.first_difference((1, 2), (1, 2, 3)) == (
+        "state: 2 items in the snapshot, 3 in the replay"
+    )
+    assert verify.first_difference(pod, {"name": "web"}).startswith("state: snapshot PodRef(")
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
