@@ -248,10 +248,10 @@ def rig(workdir: Path) -> Iterator[Rig]:
             token = cluster.service_account_token(namespace="kube-system", name="genie")
             node = e2e_node.Node(workdir / "node")
             node.prepare()
-            port = stack.enter_context(relay.loopback_relay(node.name, cluster.port))
-            server = f"https://127.0.0.1:{port}"
-            agent_kubeconfig = apiserver.write_kubeconfig(
-                workdir / "agent.kubeconfig", server=server, token=token, user="genie"
+            agent_kubeconfig = stack.enter_context(
+                relay.agent_kubeconfig(
+                    node.name, cluster.port, workdir / "agent.kubeconfig", token=token
+                )
             )
             direct_kubeconfig = apiserver.write_kubeconfig(
                 workdir / "direct.kubeconfig", server=cluster.url, token=token, user="genie"

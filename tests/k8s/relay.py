@@ -12,8 +12,10 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from genie.demo import netns
+from tests.k8s import apiserver
 
 
 class _Pair:
@@ -73,3 +75,12 @@ def loopback_relay(node: str, target_port: int) -> Iterator[int]:
         stop.set()
         listener.close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def agent_kubeconfig(node: str, target_port: int, path: Path, *, token: str) -> Iterator[Path]:
+    """A kubeconfig for an agent in netns `node`: the apiserver through a relay there."""
+    with loopback_relay(node, target_port) as port:
+        yield apiserver.write_kubeconfig(
+            path, server=f"https://127.0.0.1:{port}", token=token, user="genie"
+        )

@@ -45,13 +45,9 @@ def cluster_node(
     node = e2e_node.Node(root)
     try:
         node.prepare()
-        with relay.loopback_relay(node.name, cluster.port) as port:
-            kubeconfig = apiserver.write_kubeconfig(
-                root / "agent.kubeconfig",
-                server=f"https://127.0.0.1:{port}",
-                token=token,
-                user="genie",
-            )
+        with relay.agent_kubeconfig(
+            node.name, cluster.port, root / "agent.kubeconfig", token=token
+        ) as kubeconfig:
             node.bridge("net-a", octet=octet, default_route=True)
             node.bridge("net-b", octet=octet + 1)
             flags = ["--kubeconfig", str(kubeconfig), "--node-name", node_name]

@@ -119,13 +119,9 @@ def node(
                 (node.bin_dir / plugin.name).symlink_to(plugin)
         for network, octet in OCTETS.items():
             node.bridge(network, octet=octet, default_route=network == "net-a")
-        with relay.loopback_relay(node.name, cluster.port) as port:
-            kubeconfig = apiserver.write_kubeconfig(
-                root / "agent.kubeconfig",
-                server=f"https://127.0.0.1:{port}",
-                token=token,
-                user="genie",
-            )
+        with relay.agent_kubeconfig(
+            node.name, cluster.port, root / "agent.kubeconfig", token=token
+        ) as kubeconfig:
             flags = ("--kubeconfig", str(kubeconfig), "--node-name", node_name)
             node.start_agent(extra_args=(*flags, "--metrics-addr", f"127.0.0.1:{METRICS_PORT}"))
             yield node
