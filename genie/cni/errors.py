@@ -19,6 +19,24 @@ LIMITED_CONNECTIVITY: Final = 51
 DELEGATE_FAILED: Final = 100  # a delegate crashed, hung, or printed something that is no result
 INTERNAL: Final = 101  # genie itself failed (a bug); the log names it
 
+# The codes above; any other (a delegate's own, e.g. host-local's 999) is plugin specific.
+KNOWN_CODES: Final = frozenset(
+    {
+        INCOMPATIBLE_VERSION,
+        UNSUPPORTED_FIELD,
+        UNKNOWN_CONTAINER,
+        INVALID_ENV,
+        IO_FAILURE,
+        DECODE_FAILURE,
+        INVALID_NETWORK_CONFIG,
+        TRY_AGAIN_LATER,
+        NOT_AVAILABLE,
+        LIMITED_CONNECTIVITY,
+        DELEGATE_FAILED,
+        INTERNAL,
+    }
+)
+
 
 class CniError(Exception):
     """A failure the runtime must see as a CNI error object on stdout with a non-zero exit."""

@@ -231,6 +231,17 @@ def decode_request(body: bytes) -> CniRequest:
     )
 
 
+def request_command(body: bytes) -> str:
+    """Best effort for counting a body that did not decode: its CNI_COMMAND when that is one
+    of COMMANDS, else "unknown" (so the answer is one of a fixed set). Never raises."""
+    try:
+        env, _ = _split_env(body[:MAX_BODY])
+    except errors.CniError:
+        return "unknown"
+    command = dict(env).get("CNI_COMMAND", "")
+    return command if command in COMMANDS else "unknown"
+
+
 def request_version(body: bytes) -> str:
     """Best effort for error replies to a body that did not decode: its config's cniVersion
     when that is readable and supported, else LATEST. Never raises."""

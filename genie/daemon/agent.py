@@ -165,7 +165,12 @@ class Agent:
     async def _socket_site(self) -> AsyncIterator[None]:
         path = self.config.socket
         server.prepare_socket_dir(path)
-        app = server.build_app(handle=self._handle, ready=self.ready, draining=self.draining)
+        app = server.build_app(
+            handle=self._handle,
+            ready=self.ready,
+            draining=self.draining,
+            refused=self.metrics.request_done,
+        )
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, keepalive_timeout=server.IDLE_TIMEOUT
         )

@@ -12,6 +12,8 @@ import prometheus_client as prom
 from prometheus_client import core as prom_core
 from prometheus_client import registry as prom_registry
 
+from genie.cni import errors
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -20,7 +22,7 @@ class AgentMetrics:
         self.registry = prom.CollectorRegistry()
         self.requests = prom.Counter(
             "genie_cni_requests",
-            "CNI requests handled, by command and outcome (ok, or the CNI error code).",
+            "CNI requests handled, by command and outcome (ok, the CNI error code, or other).",
             ["command", "outcome"],
             registry=self.registry,
         )
@@ -42,6 +44,10 @@ class AgentMetrics:
             "CNI operations in progress.",
             registry=self.registry,
         )
+
+    def request_done(self, command: str, code: int | None) -> None:
+        """Count one CNI request: `code` None for success, else the CNI error code replied."""
+        self.requests.labels(command, outcome(code)).inc()
 
     def delegate_failed(self, network: str, command: str) -> None:
         """A delegate chain's ADD, DEL or CHECK failed (network: the operator's config name)."""
@@ -75,6 +81,14 @@ class AgentMetrics:
     def exposition(self) -> bytes:
         data: bytes = prom.generate_latest(self.registry)
         return data
+
+
+def outcome(code: int | None) -> str:
+    """The `outcome` label: "ok", a well-known CNI or genie code, or "other" for any other
+    code (plugins pick their own, e.g. host-local's 999: one label per code is unbounded)."""
+    if code is None:
+        return "ok"
+    return str(code) if code in errors.KNOWN_CODES else "other"
 
 
 class _ReadAtScrape(prom_registry.Collector):

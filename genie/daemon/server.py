@@ -32,6 +32,9 @@ IDLE_TIMEOUT: Final = 10.0
 _PEERCRED: Final = struct.Struct("3i")
 
 Handler = Callable[[wire.CniRequest], Awaitable[dict[str, Any] | None]]
+# Told (command, CNI error code) of each request refused before it reached `handle`: one that
+# did not decode (command "unknown" unless CNI_COMMAND is a known one) or came in the drain.
+Refused = Callable[[str, int], None]
 _AioHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -53,9 +56,14 @@ def build_app(
     handle: Handler,
     ready: Callable[[], bool],
     draining: Callable[[], bool],
+    refused: Refused | None = None,
     allowed_uids: frozenset[int] = frozenset({0, os.geteuid()}),
 ) -> web.Application:
     """The aiohttp application; `handle` runs one decoded CNI request."""
+
+    def refuse(body: bytes, err: errors.CniError) -> None:
+        if refused is not None:
+            refused(wire.request_command(body), err.code)
 
     @web.middleware
     async def root_peers_only(request: web.Request, handler: _AioHandler) -> web.StreamResponse:
@@ -70,6 +78,8 @@ def build_app(
 
     async def cni(request: web.Request) -> web.Response:
         cni_version = versions.LATEST
+        body = b""
+        dispatched = False
         try:
             with anyio.fail_after(BODY_TIMEOUT):
                 body = await request.read()
@@ -80,14 +90,18 @@ def build_app(
                 raise errors.CniError(
                     errors.TRY_AGAIN_LATER, "genie agent is shutting down; try again later"
                 )
+            dispatched = True  # from here on `handle` counts it
             result = await handle(req)
         except TimeoutError:
             return web.Response(status=408, text="request body too slow\n")
         except web.HTTPRequestEntityTooLarge:
             err = errors.CniError(errors.DECODE_FAILURE, f"request larger than {MAX_BODY} bytes")
+            refuse(body, err)
             return _reply(1, err.to_json(cni_version))
         except errors.CniError as err:
             log.error("CNI request failed (code %d): %s", err.code, err.msg)
+            if not dispatched:
+                refuse(body, err)
             return _reply(1, err.to_json(cni_version))
         return _reply(0, result)
 

@@ -23,22 +23,22 @@ async def handle(
 ) -> dict[str, Any] | None:
     """The JSON to print for a successful request (None: print nothing), or raise CniError."""
     started = time.perf_counter()
-    outcome = "ok"
+    code: int | None = None
     metrics.in_flight.inc()
     try:
         return await _route(svc, req)
     except errors.CniError as exc:
-        outcome = str(exc.code)
+        code = exc.code
         raise
     except Exception as exc:
-        outcome = str(errors.INTERNAL)
+        code = errors.INTERNAL
         log.exception("%s container %s: internal error", req.command, req.container_id)
         raise errors.CniError(
             errors.INTERNAL, f"genie internal error during {req.command}: {exc!r}"
         ) from exc
     finally:
         metrics.in_flight.dec()
-        metrics.requests.labels(req.command, outcome).inc()
+        metrics.request_done(req.command, code)
         metrics.latency.labels(req.command).observe(time.perf_counter() - started)
 
 

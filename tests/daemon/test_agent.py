@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import parser as prom_parser
 
+from genie.cni import wire
 from genie.demo import agent_proc, netns, runtime
 from tests.e2e import node as e2e_node
 from tests.support import plugins
@@ -190,6 +191,53 @@ def test_delegate_failures_are_counted_by_network_and_command(tmp_path: Path) ->
         (("command", "CHECK"), ("network", "sticky")): 1.0,
         (("command", "DEL"), ("network", "sticky")): 2.0,
     }  # and none for net-a: its ADD and its rollback DEL succeeded
+
+
+def _post_raw(node: e2e_node.Node, body: bytes) -> int:
+    """POST a CNI request body straight to the socket; the CNI error code of the reply."""
+    conn = agent_proc.UnixHTTPConnection(node.socket)
+    try:
+        conn.request("POST", wire.PATH, body=body)
+        code: int = json.loads(conn.getresponse().read())["code"]
+        return code
+    finally:
+        conn.close()
+
+
+def test_request_outcomes_are_bounded_and_refusals_counted(tmp_path: Path) -> None:
+    port = _free_port()
+    with e2e_node.running_node(tmp_path, extra_args=("--metrics-addr", f"127.0.0.1:{port}")) as n:
+        n.bridge("net-a", octet=245, default_route=True)
+        for code in (999, 12345):  # a plugin's own codes, whatever they are
+            plugins.write_script_plugin(
+                n.root / "plugins",
+                f"code{code}",
+                f"""cat >/dev/null\nprintf '{{"cniVersion":"1.0.0","code":{code},"msg":"no"}}'\n"""
+                "exit 1",
+            )
+            conf = {"cniVersion": "1.0.0", "name": f"c{code}", "type": f"code{code}"}
+            n.write_network(f"30-c{code}.conf", conf)
+            n.pod(f"p{code}", {"cni": f"c{code}"})
+            reply = n.cni("ADD", n.sandbox(f"p{code}"))
+            assert reply.json()["code"] == code, reply.stdout
+        # refused before dispatch: not framed, an unknown command, a bad container ID
+        assert _post_raw(n, b"not the framing") == 6
+        stdin = json.dumps({"cniVersion": "1.0.0", "name": "genie", "type": "genie"}).encode()
+        assert _post_raw(n, wire.encode_request({"CNI_COMMAND": "FROB"}, stdin)) == 4
+        bad_id = {
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": "../etc",
+            "CNI_NETNS": "/run/netns/x",
+            "CNI_IFNAME": "eth0",
+        }
+        assert _post_raw(n, wire.encode_request(bad_id, stdin)) == 4
+        text = _scrape(n, port)
+    assert _samples(text, "genie_cni_requests_total") == {
+        (("command", "ADD"), ("outcome", "other")): 2.0,
+        (("command", "ADD"), ("outcome", "4")): 1.0,
+        (("command", "unknown"), ("outcome", "4")): 1.0,
+        (("command", "unknown"), ("outcome", "6")): 1.0,
+    }
 
 
 def test_attachments_gauge_is_the_logs_after_restart_and_recovery(tmp_path: Path) -> None:
