@@ -16,6 +16,7 @@ import anyio
 from genie.cni import errors, results, wire
 from genie.domain import events as ev
 from genie.domain import state as st
+from genie.networks import registry as reg
 from genie.networks import selection
 from genie.pods import source as pods
 from genie.services import context, cursor, plan, release
@@ -72,7 +73,7 @@ async def _add_new(svc: context.Services, req: wire.CniRequest, ref: ev.PodRef) 
         registry=svc.networks,
         pod=str(ref),
         pod_namespace=ref.namespace,
-        attachment_definitions=svc.attachment_definitions,
+        attachment_definitions=await _attachment_definitions(svc, requests, pod=ref),
     )
     plans = tuple(_with_runtime_args(p, req.args) for p in plans)
     _check_plugins(svc, plans, pod=ref)
@@ -119,6 +120,32 @@ def _repeated_add(att: st.Attachment, req: wire.CniRequest) -> dict[str, Any]:
         f"container {req.container_id} of pod {att.pod} is already {att.phase} as "
         f"{att.ifname or '?'}; DEL it before adding it again",
     )
+
+
+async def _attachment_definitions(
+    svc: context.Services, requests: Sequence[selection.NetworkRequest], *, pod: ev.PodRef
+) -> plan.AttachmentDefinitions | None:
+    """The NADs the pod asks for, looked up before planning: from the cache, or after a brief
+    wait for the watch and one GET (a NAD applied together with its pod may not be cached)."""
+    source = svc.attachment_definitions
+    if source is None:
+        return None
+    found: dict[tuple[str, str], reg.NetworkConfig | reg.UnknownNetworkError] = {}
+    for request in requests:
+        key = (request.namespace or pod.namespace, request.name)
+        if request.attachment_definition and key not in found:
+            try:
+                found[key] = await source.get(namespace=key[0], name=key[1])
+            except reg.UnknownNetworkError as exc:
+                found[key] = exc
+
+    def lookup(namespace: str, name: str) -> reg.NetworkConfig:
+        hit = found[(namespace, name)]
+        if isinstance(hit, reg.UnknownNetworkError):
+            raise hit
+        return hit
+
+    return lookup
 
 
 async def _annotations(svc: context.Services, ref: ev.PodRef) -> dict[str, str]:

@@ -10,8 +10,16 @@ from genie.domain import events as ev
 from genie.domain import state as st
 from genie.networks import registry as reg
 from genie.pods import source as pods
-from genie.services import delegates, keyed_lock, plan
+from genie.services import delegates, keyed_lock
 from genie.store import recorder
+
+
+class AttachmentDefinitionSource(Protocol):
+    """NetworkAttachmentDefinitions by (namespace, name): cached, or briefly waited for."""
+
+    async def get(self, *, namespace: str, name: str) -> reg.NetworkConfig:
+        """The network, or UnknownNetworkError (an UnknownAttachmentError) naming why."""
+        ...
 
 
 class AttachObserver(Protocol):
@@ -32,7 +40,7 @@ class Services:
     default_network: str | None
     ready: Callable[[], bool]
     # with Kubernetes: NetworkAttachmentDefinitions for Multus syntax, write-back and Events
-    attachment_definitions: plan.AttachmentDefinitions | None = None
+    attachment_definitions: AttachmentDefinitionSource | None = None
     observer: AttachObserver | None = None
     # a pod the source does not know is an error (Kubernetes), not "default network only"
     require_pod: bool = False

@@ -277,3 +277,73 @@ def _scrape(node: e2e_node.Node, port: int) -> str:
             return conn.getresponse().read().decode()
         finally:
             conn.close()
+
+
+def _nad_bridge(node: e2e_node.Node, name: str, *, octet: int) -> dict[str, Any]:
+    """A bridge network's config as a NAD's spec.config (not in the node's net dir)."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": f"gb{octet}",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": str(node.ipam_dir),
+            "ranges": [[{"subnet": f"10.{octet}.0.0/24"}]],
+        },
+    }
+
+
+async def test_multus_request_for_a_nad_applied_together_with_its_pod(
+    node: e2e_node.Node, kube: kube_mod.Kube, namespace: str, node_name: str
+) -> None:
+    """`kubectl apply` of a NAD and its pod at once: the NAD may not be in the agent's
+    watch cache when the ADD comes; the ADD waits briefly for it (then GETs it)."""
+    config = _nad_bridge(node, "tenant-x", octet=207)
+    await kube.create_nad(namespace=namespace, name="tenant-x", config=config)
+    pod = await kube.create_pod(
+        namespace=namespace,
+        name="multus",
+        node=node_name,
+        annotations={"k8s.v1.cni.cncf.io/networks": "tenant-x"},
+    )
+    sandbox = _sandbox(node, namespace, "multus", pod["metadata"]["uid"])
+    added = await _cni(node, "ADD", sandbox)
+    assert added["exit"] == 0, added["text"]
+    seen = truth.addresses(sandbox.netns)
+    assert sorted(seen) == ["eth0", "net1"], seen  # the default network, then the NAD's
+    assert seen["net1"][0].startswith("10.207.0."), seen
+    assert seen["eth0"][0].startswith("10.201.0."), seen
+
+    async def published() -> bool:
+        return STATUS in await kube.pod_annotations(namespace=namespace, name="multus")
+
+    await kube_mod.eventually(published, within=10, what="network-status written back")
+    status = json.loads((await kube.pod_annotations(namespace=namespace, name="multus"))[STATUS])
+    assert [(s["interface"], s["ips"]) for s in status] == [
+        ("eth0", [seen["eth0"][0].split("/")[0]]),
+        ("net1", [seen["net1"][0].split("/")[0]]),
+    ]
+    assert "tenant-x" in status[1]["name"]
+    assert (await _cni(node, "DEL", sandbox))["exit"] == 0
+    assert node.allocations() == {}
+
+
+async def test_multus_request_for_a_missing_nad_is_a_config_error(
+    node: e2e_node.Node, kube: kube_mod.Kube, namespace: str, node_name: str
+) -> None:
+    pod = await kube.create_pod(
+        namespace=namespace,
+        name="orphan",
+        node=node_name,
+        annotations={"k8s.v1.cni.cncf.io/networks": "no-such-nad"},
+    )
+    sandbox = _sandbox(node, namespace, "orphan", pod["metadata"]["uid"])
+    state_before = await anyio.to_thread.run_sync(node.state)
+    refused = await _cni(node, "ADD", sandbox)
+    assert refused["exit"] == 1 and refused["json"]["code"] == 7, refused
+    msg = refused["json"]["msg"]
+    assert f"{namespace}/orphan" in msg and "no-such-nad" in msg, msg
+    assert truth.links(sandbox.netns) == ["lo"]
+    assert await anyio.to_thread.run_sync(node.state) == state_before
+    assert node.allocations() == {}

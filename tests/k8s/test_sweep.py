@@ -20,8 +20,8 @@ from genie.domain import events as ev
 from genie.k8s import annotations as ann
 from genie.k8s import client as k8s_client
 from genie.k8s import events as k8s_events
+from genie.k8s import nads, pods, watch
 from genie.k8s import outbox as outbox_mod
-from genie.k8s import pods, watch
 from genie.networks import registry as reg
 from genie.services import attach, context, delegates, keyed_lock, sweep
 from genie.store import recorder
@@ -69,6 +69,7 @@ class Agent:
         node: str,
         net_dir: Path,
         bin_dir: Path,
+        attachment_definitions: context.AttachmentDefinitionSource | None = None,
     ) -> None:
         self.watcher = pods.PodWatcher(
             client, node_name=node, backoff=watch.Backoff(base=0.05, cap=0.5)
@@ -81,6 +82,7 @@ class Agent:
             locks=keyed_lock.KeyedLock(),
             default_network="net-a",
             ready=self.watcher.ready,
+            attachment_definitions=attachment_definitions,
         )
         self.outbox = outbox_mod.Outbox(
             store=store,
@@ -264,3 +266,50 @@ async def test_restarted_agent_sweeps_pods_deleted_while_it_was_down(
             await kit.wait_until(lambda: gone_cid not in second.state.attachments, within=15)
             assert kept_cid in second.state.attachments
         assert list(held(state)) == [f"{kept_cid}-eth0"]
+
+
+async def test_add_resolves_a_nad_its_watch_has_not_delivered_yet(
+    kube: kube_mod.Kube,
+    namespace: str,
+    node_name: str,
+    agent_client: k8s_client.Client,
+    store: recorder.EventStore,
+    node_dirs: tuple[Path, Path, Path],
+    pod_netns: str,
+) -> None:
+    """A NAD applied together with its pod can reach the apiserver after the agent's NAD
+    cache was last fed. Here the real AttachmentDefinitions' watch is never started, so its
+    cache is empty for certain: the ADD must wait briefly, then GET the NAD, not fail."""
+    net_dir, bin_dir, state = node_dirs
+    definitions = nads.AttachmentDefinitions(
+        agent_client, registry=reg.NetworkRegistry(net_dir), get_wait=0.2
+    )
+    agent = Agent(
+        client=agent_client,
+        store=store,
+        node=node_name,
+        net_dir=net_dir,
+        bin_dir=bin_dir,
+        attachment_definitions=definitions,
+    )
+    nad = {"cniVersion": "1.0.0", "name": "tenant-h", "type": "held", "subnet": "7"}
+    await kube.create_nad(namespace=namespace, name="tenant-h", config=nad)
+    name = kube_mod.unique("pod")
+    doc = await kube.create_pod(
+        namespace=namespace,
+        name=name,
+        node=node_name,
+        annotations={"k8s.v1.cni.cncf.io/networks": "tenant-h"},
+    )
+    pod = ev.PodRef(namespace=namespace, name=name, uid=doc["metadata"]["uid"])
+    cid = kit.container_id()
+    async with kube_mod.background(agent.run):
+        await kube_mod.eventually(agent.watcher.ready, what="first list")
+        result = await agent.add(request(pod, netns=f"/run/netns/{pod_netns}", cid=cid))
+    addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
+    assert [i["name"] for i in result["interfaces"]] == ["eth0", "net1"]
+    assert addresses[1].startswith("10.77.7."), addresses  # from the NAD's config
+    assert held(state) == {f"{cid}-eth0": addresses[0], f"{cid}-net1": addresses[1]}
+    assert definitions.gets == 1 and len(definitions) == 0  # one GET; the cache untouched
+    planned = store.state.attachments[cid].delegates[1].plan
+    assert planned.network == "tenant-h"
