@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -125,17 +125,15 @@ class DelegateRunner:
         runtime_args: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Run the chain's DEL in reverse; every plugin gets the stored final result."""
-        with self._counting_failure(plan, "DEL"):
-            for plugin in reversed(plan.plugins):
-                await self._exec(
-                    "DEL",
-                    plan,
-                    plugin,
-                    prev_result=prev_result,
-                    container_id=container_id,
-                    netns=netns,
-                    runtime_args=runtime_args,
-                )
+        await self._each(
+            "DEL",
+            plan,
+            reversed(plan.plugins),
+            prev_result=prev_result,
+            container_id=container_id,
+            netns=netns,
+            runtime_args=runtime_args,
+        )
 
     async def check(
         self,
@@ -149,10 +147,32 @@ class DelegateRunner:
         """Run the chain's CHECK in order with the stored final result (skipped before 0.4.0)."""
         if plan.cni_version in _NO_CHECK_VERSIONS:
             return
-        with self._counting_failure(plan, "CHECK"):
-            for plugin in plan.plugins:
+        await self._each(
+            "CHECK",
+            plan,
+            plan.plugins,
+            prev_result=prev_result,
+            container_id=container_id,
+            netns=netns,
+            runtime_args=runtime_args,
+        )
+
+    async def _each(
+        self,
+        command: str,
+        plan: ev.PlannedDelegate,
+        plugins: Iterable[Mapping[str, Any]],
+        *,
+        prev_result: Mapping[str, Any] | None,
+        container_id: str,
+        netns: str,
+        runtime_args: Sequence[tuple[str, str]],
+    ) -> None:
+        """`command` for each of `plugins` in turn, all given the same stored result."""
+        with self._counting_failure(plan, command):
+            for plugin in plugins:
                 await self._exec(
-                    "CHECK",
+                    command,
                     plan,
                     plugin,
                     prev_result=prev_result,
