@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import http.client
 import shutil
 import statistics
 import sys
@@ -118,14 +117,7 @@ class Rig:
 
     # -- numbers ----------------------------------------------------------------------------
     def agent_metrics(self) -> Sample:
-        with netns.enter(self.node.name):  # the agent's loopback is the node namespace's
-            conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
-            try:
-                conn.request("GET", "/metrics")
-                text = conn.getresponse().read(4 << 20).decode()
-            finally:
-                conn.close()
-        return _parse(text, ["genie_"])
+        return _parse(self.node.metrics(self.metrics_port), ["genie_"])
 
     def api_requests(self) -> Requests:
         return _api_requests(self.cluster)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import pytest
 from prometheus_client import parser as prom_parser
 
 from genie.cni import wire
-from genie.demo import agent_proc, netns, runtime
+from genie.demo import agent_proc, runtime
 from tests.e2e import node as e2e_node
 from tests.support import plugins
 
@@ -119,15 +118,6 @@ def test_garbage_on_the_socket_does_not_hurt(node: e2e_node.Node) -> None:
     assert agent_proc.get(node.socket, "/readyz")[0] == 200
 
 
-def _scrape(node: e2e_node.Node, port: int) -> str:
-    with netns.enter(node.name):  # the agent's loopback is the node namespace's
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-        conn.close()
-    return text
-
-
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     """Every sample of `name` in a scrape, by its sorted label pairs."""
     return {
@@ -146,7 +136,7 @@ def test_metrics_count_requests_and_events(tmp_path: Path) -> None:
         sandbox = n.sandbox("m")
         assert n.cni("ADD", sandbox).exit_code == 0
         assert n.cni("DEL", sandbox).exit_code == 0
-        text = _scrape(n, port)
+        text = n.metrics(port)
     assert 'genie_cni_requests_total{command="ADD",outcome="ok"} 1.0' in text
     assert 'genie_cni_requests_total{command="DEL",outcome="ok"} 1.0' in text
     assert 'genie_cni_request_seconds_count{command="ADD"} 1.0' in text
@@ -184,7 +174,7 @@ def test_delegate_failures_are_counted_by_network_and_command(tmp_path: Path) ->
         assert n.cni("CHECK", sticky).exit_code == 1
         assert n.cni("DEL", sticky).exit_code == 1
         assert n.cni("DEL", sticky).exit_code == 1
-        text = _scrape(n, port)
+        text = n.metrics(port)
     failures = _samples(text, "genie_delegate_failures_total")
     assert failures == {
         (("command", "ADD"), ("network", "bad")): 1.0,
@@ -231,7 +221,7 @@ def test_request_outcomes_are_bounded_and_refusals_counted(tmp_path: Path) -> No
             "CNI_IFNAME": "eth0",
         }
         assert _post_raw(n, wire.encode_request(bad_id, stdin)) == 4
-        text = _scrape(n, port)
+        text = n.metrics(port)
     assert _samples(text, "genie_cni_requests_total") == {
         (("command", "ADD"), ("outcome", "other")): 2.0,
         (("command", "ADD"), ("outcome", "4")): 1.0,
@@ -253,7 +243,7 @@ def test_attachments_gauge_is_the_logs_after_restart_and_recovery(tmp_path: Path
         n.pod("kept", {"cni": "net-a"})
         n.pod("cut", {"cni": "hang"})
         assert n.cni("ADD", n.sandbox("kept")).exit_code == 0
-        assert _samples(_scrape(n, port), "genie_attachments") == {(): 1.0}
+        assert _samples(n.metrics(port), "genie_attachments") == {(): 1.0}
         box: dict[str, runtime.PluginReply] = {}
         cut = n.sandbox("cut")
         adder = threading.Thread(target=lambda: box.update(add=n.cni("ADD", cut)))
@@ -269,7 +259,7 @@ def test_attachments_gauge_is_the_logs_after_restart_and_recovery(tmp_path: Path
         # the new agent rolls "cut" back in recovery; no CNI request reaches it before the scrape
         n.restart_agent()
         assert [a["pod"] for a in n.state()] == ["default/kept"]
-        text = _scrape(n, port)
+        text = n.metrics(port)
         assert _samples(text, "genie_attachments") == {(): 1.0}
         assert _samples(text, "genie_cni_requests_total") == {}
 

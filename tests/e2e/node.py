@@ -7,6 +7,7 @@ process, every namespace (and with it every link), the temp dir with host-local'
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import secrets
 import subprocess
@@ -116,6 +117,16 @@ class Node:
     def agent_log(self) -> str:
         path = self.root / "agent.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def metrics(self, port: int) -> str:
+        """The agent's /metrics text, read inside the node netns (its loopback is the node's)."""
+        with netns.enter(self.name):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/metrics")
+                return conn.getresponse().read(4 << 20).decode()
+            finally:
+                conn.close()
 
     # -- networks and pods ------------------------------------------------------------
     def bridge(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any, Final
 
 import anyio
 import yaml
+
+from tests.support import processes
 
 HERE: Final = Path(__file__).resolve().parent
 BUILD_SCRIPT: Final = HERE / "build-kube-apiserver.sh"
@@ -69,17 +70,6 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 def write_kubeconfig(path: Path, *, server: str, token: str, user: str) -> Path:
@@ -158,8 +148,8 @@ class Cluster:
         write_kubeconfig(self.admin_kubeconfig, server=self.url, token=ADMIN_TOKEN, user="admin")
 
     def close(self) -> None:
-        _stop(self._apiserver)
-        _stop(self._etcd)
+        processes.stop(self._apiserver)
+        processes.stop(self._etcd)
         self._apiserver = self._etcd = None
 
     def _start_etcd(self) -> None:
@@ -239,7 +229,7 @@ class Cluster:
 
     def stop_apiserver(self) -> None:
         """Stop the apiserver (SIGTERM, then SIGKILL); etcd and its data stay."""
-        _stop(self._apiserver)
+        processes.stop(self._apiserver)
         self._apiserver = None
 
     @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ apiserver through a loopback relay (tests/k8s/relay.py).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +18,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from genie.demo import netns, runtime
+from genie.demo import runtime
 from genie.k8s import annotations as k8s_annotations
 from tests.e2e import node as e2e_node
 from tests.e2e import truth
@@ -224,11 +223,11 @@ async def test_attachments_gauge_follows_the_pod_gone_sweep(
     with cluster_node(tmp_path, cluster, node_name, token, octet=225, metrics_port=port) as node:
         uid = await _pod(kube, namespace, "swept", node_name, "net-a")
         assert (await _cni(node, "ADD", _sandbox(node, namespace, "swept", uid)))["exit"] == 0
-        assert "genie_attachments 1.0" in await anyio.to_thread.run_sync(_scrape, node, port)
+        assert "genie_attachments 1.0" in await anyio.to_thread.run_sync(node.metrics, port)
         await kube.delete_pod(namespace=namespace, name="swept")  # and the runtime never DELs
         await kube_mod.eventually(lambda: node.state() == [], within=15, what="pod-gone release")
         # no CNI request since: the sweep's release alone moves the gauge
-        assert "genie_attachments 0.0" in await anyio.to_thread.run_sync(_scrape, node, port)
+        assert "genie_attachments 0.0" in await anyio.to_thread.run_sync(node.metrics, port)
 
 
 async def test_two_nodes_each_see_only_their_own_pods(
@@ -257,7 +256,7 @@ async def test_two_nodes_each_see_only_their_own_pods(
             assert (await _cni(node, "ADD", sandbox))["exit"] == 0
             assert (await _cni(node, "DEL", sandbox))["exit"] == 0
         for i, node in enumerate(nodes):
-            text = await anyio.to_thread.run_sync(_scrape, node, ports[i])
+            text = await anyio.to_thread.run_sync(node.metrics, ports[i])
             assert "genie_pod_cache_pods 1.0" in text  # its own pod, not the other node's
             assert "genie_pod_api_gets_total 0.0" in text  # the ADD was served from the cache
 
@@ -267,16 +266,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _scrape(node: e2e_node.Node, port: int) -> str:
-    with netns.enter(node.name):  # the agent's loopback is the node namespace's
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", "/metrics")
-            return conn.getresponse().read().decode()
-        finally:
-            conn.close()
 
 
 def _nad_bridge(node: e2e_node.Node, name: str, *, octet: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from tests.runtime import cri
+from tests.support import processes
 
 CRI_NAMESPACE: Final = "k8s.io"
 SHIM: Final = "containerd-shim-runc-v2"
@@ -192,7 +193,7 @@ class Containerd:
             self._cri.close()
             self._cri = None
         if self._proc is not None:
-            _terminate(self._proc)
+            processes.stop(self._proc)
             self._proc = None
         for shim, argv in self._shims():
             _kill_tree(shim)
@@ -265,16 +266,6 @@ def running(
 
 
 # -- processes, mounts ----------------------------------------------------------------
-def _terminate(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-
-
 def _pids() -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
 

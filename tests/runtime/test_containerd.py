@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import http.client
 import ipaddress
 import json
 import re
@@ -264,18 +263,9 @@ def node_links(node: e2e_node.Node) -> set[str]:
     return nskit.link_names(node.name)
 
 
-def _scrape() -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", METRICS_PORT, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
-
-
 def cni_requests(node: e2e_node.Node) -> dict[tuple[str, str], float]:
     """The agent's request counter by (command, outcome), scraped inside the node netns."""
-    text = nskit.run_in_netns(node.name, _scrape)
+    text = node.metrics(METRICS_PORT)
     return {(cmd, outcome): float(n) for cmd, outcome, n in REQUESTS.findall(text)}
 
 
