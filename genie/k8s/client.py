@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+
 if TYPE_CHECKING:
     from kubernetes_asyncio import client as k8s_client
 
@@ -23,6 +25,7 @@ log = logging.getLogger("genie.k8s")
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # one agent per node: a handful of concurrent requests (watch streams, patches, events)
 CONNECTION_POOL: Final = 16
+TLS_CLOSE_GRACE: Final = 0.25  # seconds; aiohttp's documented shutdown advice
 
 
 class ConfigError(Exception):
@@ -43,7 +46,15 @@ class Client:
         return str(self.api.configuration.host)
 
     async def close(self) -> None:
-        await self.api.close()
+        await close_api(self.api)
+
+
+async def close_api(api: k8s_client.ApiClient) -> None:
+    """Close the client's pool, then let its TLS transports finish closing: aiohttp drops
+    them without waiting for connection_lost (aio-libs/aiohttp#1925), and one still shutting
+    down when the loop ends is reported as an unclosed transport."""
+    await api.close()
+    await anyio.sleep(TLS_CLOSE_GRACE)
 
 
 def in_cluster(environ: Mapping[str, str] | None = None) -> bool:

@@ -20,6 +20,8 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import exceptions as k8s_exceptions
 
+from genie.k8s import client as genie_client
+
 NAD_GROUP: Final = "k8s.cni.cncf.io"
 NAD_VERSION: Final = "v1"
 NAD_PLURAL: Final = "network-attachment-definitions"
@@ -216,4 +218,4 @@ async def admin(kubeconfig: Path) -> AsyncIterator[Kube]:
         try:
             await kube.cleanup()
         finally:
-            await api.close()
+            await genie_client.close_api(api)
